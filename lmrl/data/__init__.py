@@ -1,0 +1,15 @@
+from .collator import EpisodeCollator
+from .loading import load_episodes, prepare_dataset
+from .schema import Episode, Turn, validate_row
+from .tokenization import encode_prompt, tokenize_episode
+
+__all__ = [
+    "Episode",
+    "EpisodeCollator",
+    "Turn",
+    "encode_prompt",
+    "load_episodes",
+    "prepare_dataset",
+    "tokenize_episode",
+    "validate_row",
+]

@@ -1,0 +1,94 @@
+"""Open any source of episodes and turn it into token-level rows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
+
+from .schema import Episode, validate_row
+from .tokenization import tokenize_episode
+
+logger = logging.getLogger(__name__)
+
+_FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "action_mask", "rewards", "dones", "returns", "truncated")
+
+
+def _check_jsonl(path: Path) -> None:
+    """Name the line of a malformed JSONL file (the `datasets` error does not)."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}). Fix or remove that line.") from None
+
+
+def load_episodes(source, split: str = "train", **load_kwargs) -> Dataset:
+    """Episodes from a `Dataset`, a list of row dicts, a local JSON/JSONL/Parquet/CSV file or folder,
+    or a dataset id on the hub (`load_dataset(source, split=split)`)."""
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, DatasetDict):
+        if split not in source:
+            raise ValueError(f"The dataset has no split {split!r}; it has {list(source)}.")
+        return source[split]
+    if isinstance(source, IterableDataset):
+        raise ValueError("Streaming datasets are not supported; pass a map-style `Dataset`.")
+    if isinstance(source, list):
+        return Dataset.from_list(source)
+    path = Path(str(source))
+    if path.is_file():
+        kind = _FILE_TYPES.get(path.suffix.lower())
+        if kind is None:
+            raise ValueError(f"{path}: unknown file type {path.suffix!r}; use one of {sorted(_FILE_TYPES)}.")
+        if path.suffix.lower() == ".jsonl":
+            _check_jsonl(path)
+        return load_dataset(kind, data_files=str(path), split="train", **load_kwargs)
+    if path.is_dir():
+        return load_dataset(str(path), split=split, **load_kwargs)
+    if path.suffix.lower() in _FILE_TYPES or str(source).startswith((".", "/")):
+        raise ValueError(f"{source}: no such file. Check the path (relative paths start from {Path.cwd()}).")
+    return load_dataset(str(source), split=split, **load_kwargs)
+
+
+def prepare_dataset(
+    dataset,
+    tokenizer,
+    max_length: int | None = None,
+    num_proc: int | None = None,
+    transform: Callable[[Episode], Episode] | None = None,
+) -> Dataset:
+    """Validate and tokenize every row into `input_ids, attention_mask, action_mask, rewards, dones`
+    (plus `returns`, the episode's total reward, and `truncated`). `transform` may rewrite each
+    validated episode first (e.g. to add a return to condition on)."""
+    dataset = load_episodes(dataset)
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: there is nothing to train on.")
+
+    def encode(row, index):
+        episode = validate_row(row, index)
+        if transform is not None:
+            episode = transform(episode)
+        return tokenize_episode(tokenizer, episode, max_length).as_row(episode.total_reward)
+
+    tokenized = dataset.map(
+        encode,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc="Tokenizing episodes",
+    )
+    num_truncated = sum(tokenized["truncated"])
+    if num_truncated:
+        logger.warning(
+            "%d of %d episodes are longer than max_length=%s and were truncated from the left.",
+            num_truncated, len(tokenized), max_length,
+        )
+    return tokenized

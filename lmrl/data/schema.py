@@ -1,0 +1,133 @@
+"""The row schema (DESIGN §2): one row is one episode.
+
+    {"messages": [{"role": "user", "content": "..."},
+                  {"role": "assistant", "content": "...", "reward": 1.0}, ...],
+     "done": true}
+
+Assistant messages are actions; `reward` on one is received right after it. A row-level `reward`
+is added to the last assistant message. `done=false` marks a truncated episode. Single-turn rows
+`{"prompt", "completion", "reward"}` are accepted too. Every malformed row raises a `ValueError`
+that names the row and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+ACTION_ROLE = "assistant"
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Turn:
+    role: str
+    content: str
+    reward: float = 0.0
+
+    @property
+    def is_action(self) -> bool:
+        return self.role == ACTION_ROLE
+
+
+@dataclass
+class Episode:
+    turns: list[Turn] = field(default_factory=list)
+    done: bool = True
+
+    @property
+    def total_reward(self) -> float:
+        return sum(turn.reward for turn in self.turns)
+
+    def as_messages(self) -> list[dict]:
+        return [{"role": t.role, "content": t.content, "reward": t.reward} for t in self.turns]
+
+
+def _where(index: int | None) -> str:
+    return "row" if index is None else f"row {index}"
+
+
+def _reward(value, where: str, name: str) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: field '{name}' must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: field '{name}' must be finite, got {value!r}. Fix or drop this row.")
+    return float(value)
+
+
+def _messages(value, where: str, name: str, default_role: str) -> list[Turn]:
+    if isinstance(value, str):
+        return [Turn(default_role, value)]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"{where}: field '{name}' must be a list of messages, got {type(value).__name__}."
+        )
+    turns = []
+    for i, message in enumerate(value):
+        field_name = f"{name}[{i}]"
+        if not isinstance(message, Mapping):
+            raise ValueError(
+                f"{where}: field '{field_name}' must be an object with 'role' and 'content', "
+                f"got {type(message).__name__}."
+            )
+        role = message.get("role")
+        if role is None:
+            raise ValueError(f"{where}: field '{field_name}.role' is missing; use one of {', '.join(ROLES)}.")
+        if role not in ROLES:
+            raise ValueError(
+                f"{where}: field '{field_name}.role' is {role!r}, an unknown role; use one of {', '.join(ROLES)}."
+            )
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ValueError(
+                f"{where}: field '{field_name}.content' must be a string, got "
+                f"{'nothing' if content is None else type(content).__name__}."
+            )
+        reward = _reward(message.get("reward"), where, f"{field_name}.reward")
+        if reward != 0.0 and role != ACTION_ROLE:
+            raise ValueError(
+                f"{where}: field '{field_name}.reward' is set on a {role!r} message; rewards follow "
+                "actions, so put it on the assistant message before it."
+            )
+        turns.append(Turn(role, content, reward))
+    return turns
+
+
+def validate_row(row, index: int | None = None) -> Episode:
+    """Check one row and return it as an [`Episode`]; raise `ValueError` naming row and field."""
+    where = _where(index)
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: expected an object with 'messages', got {type(row).__name__}.")
+    if row.get("messages") is not None:
+        turns = _messages(row["messages"], where, "messages", default_role="user")
+    elif row.get("prompt") is not None or row.get("completion") is not None:
+        for name in ("prompt", "completion"):
+            if row.get(name) is None:
+                raise ValueError(f"{where}: field '{name}' is missing; prompt/completion rows need both.")
+        turns = _messages(row["prompt"], where, "prompt", default_role="user")
+        turns += _messages(row["completion"], where, "completion", default_role=ACTION_ROLE)
+    else:
+        keys = ", ".join(sorted(map(str, row.keys()))) or "none"
+        raise ValueError(
+            f"{where}: field 'messages' is missing (keys found: {keys}). A row is either "
+            "{'messages': [...]} or {'prompt': ..., 'completion': ...}."
+        )
+    if not turns:
+        raise ValueError(f"{where}: field 'messages' is empty; an episode needs at least one assistant turn.")
+    actions = [i for i, turn in enumerate(turns) if turn.is_action]
+    if not actions:
+        raise ValueError(
+            f"{where}: field 'messages' has no assistant turn, so there is no action to learn from."
+        )
+    row_reward = _reward(row.get("reward"), where, "reward")
+    turns[actions[-1]].reward += row_reward
+
+    done = row.get("done")
+    if done is None:
+        done = True
+    if not isinstance(done, bool):
+        raise ValueError(f"{where}: field 'done' must be true or false, got {done!r}.")
+    return Episode(turns=turns, done=done)

@@ -1,0 +1,44 @@
+"""The guided-decoding rule shared by the ILQL model's forward and `ValueGuidedLogitsProcessor`.
+
+    scores = log_softmax(logits) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)
+
+With `top_k > 0` Q is computed only for the base policy's top-k tokens (optionally narrowed by a
+nucleus `top_p`); the other tokens get `-inf`, i.e. guidance reweights the filtered base policy.
+This keeps guided decoding about as cheap as plain decoding on large vocabularies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+# q_fn(token_ids) -> min_k Q_k(s, a) for those tokens [..., k]; q_fn(None) -> over the vocabulary [..., V]
+QFunction = Callable[[torch.Tensor | None], torch.Tensor]
+
+
+def guided_scores(
+    logits: torch.Tensor,
+    q_fn: QFunction,
+    values: torch.Tensor,
+    beta: float,
+    clip: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """Return guided next-token scores for base `logits` [..., V] and state values `values` [...]."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
+    vocab_size = log_probs.shape[-1]
+    if top_k <= 0 or top_k >= vocab_size:
+        advantage = (q_fn(None).float() - values.float()[..., None]).clamp(-clip, clip)
+        return log_probs + beta * advantage
+
+    top_log_probs, top_ids = log_probs.topk(top_k, dim=-1)  # [..., k], sorted descending
+    advantage = (q_fn(top_ids).float() - values.float()[..., None]).clamp(-clip, clip)
+    top_scores = top_log_probs + beta * advantage
+    if top_p < 1.0:
+        probs = top_log_probs.exp()
+        mass_before = probs.cumsum(dim=-1) - probs  # the most likely token always survives
+        top_scores = top_scores.masked_fill(mass_before >= top_p, float("-inf"))
+    scores = torch.full_like(log_probs, float("-inf"))
+    return scores.scatter(-1, top_ids, top_scores)

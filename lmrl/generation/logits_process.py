@@ -1,0 +1,126 @@
+"""Steer any frozen LM with a separately trained ILQL value model."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+from .guidance import guided_scores
+
+
+class ValueGuidedLogitsProcessor(LogitsProcessor):
+    r"""
+    [`LogitsProcessor`] that reweights a frozen LM's next-token distribution with the advantages of a
+    (usually much smaller) ILQL value model sharing its tokenizer:
+    `scores = log_softmax(scores) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)`.
+
+    The value model keeps its own KV cache across decoding steps, so each step costs it one token.
+    Beam search is supported (the cache follows the beams' reordering). Use a fresh processor per
+    `generate()` call, or the same one: a new prompt is detected and the cache is rebuilt.
+
+    Args:
+        value_model ([`AutoModelForCausalLMWithILQLHeads`]): the trained value model.
+        beta (`float`, *optional*): guidance strength; defaults to `value_model.config.beta`.
+        top_k (`int`, *optional*): guide only the frozen LM's top-k tokens (others get `-inf`); `0`
+            guides the full vocabulary. Defaults to `value_model.config.guidance_top_k`.
+        top_p (`float`, *optional*): nucleus filter inside the top-k. Defaults to the model config.
+        pad_token_id (`int`, *optional*): id of left padding in batched prompts, so it is masked.
+
+    Examples:
+
+    ```python
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor
+
+    >>> tokenizer = AutoTokenizer.from_pretrained("gpt2")
+    >>> frozen = AutoModelForCausalLM.from_pretrained("gpt2-large")
+    >>> value_model = AutoModelForCausalLMWithILQLHeads.from_pretrained("my-ilql-gpt2")
+    >>> inputs = tokenizer("Hello", return_tensors="pt")
+    >>> steer = ValueGuidedLogitsProcessor(value_model, beta=4.0)
+    >>> out = frozen.generate(**inputs, logits_processor=[steer], max_new_tokens=20)
+    ```
+    """
+
+    def __init__(
+        self,
+        value_model,
+        beta: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        clip: float | None = None,
+        pad_token_id: int | None = None,
+    ):
+        config = value_model.config
+        self.value_model = value_model
+        self.beta = config.beta if beta is None else beta
+        self.top_k = config.guidance_top_k if top_k is None else top_k
+        self.top_p = config.guidance_top_p if top_p is None else top_p
+        self.clip = config.advantage_clip if clip is None else clip
+        self.pad_token_id = pad_token_id
+        self._reset()
+
+    def _reset(self) -> None:
+        self._seen: torch.Tensor | None = None  # [B, n] ids the cache holds
+        self._cache = None
+        self._mask: torch.Tensor | None = None  # [B, n]
+        self._hidden: torch.Tensor | None = None  # [B, h] last hidden state
+
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None) -> None:
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        out = self.value_model.pretrained_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+            output_hidden_states=True,
+            return_dict=True,
+        )
+        self._cache = out.past_key_values
+        self._hidden = out.hidden_states[-1][:, -1]
+
+    def _advance(self, input_ids: torch.Tensor) -> None:
+        """Bring the value model's cache up to `input_ids`, one new token per step when possible."""
+        seen = self._seen
+        if seen is not None and seen.shape[0] == input_ids.shape[0] and seen.shape[1] == input_ids.shape[1] - 1:
+            prefix = input_ids[:, :-1]
+            if not torch.equal(prefix, seen):  # beam search reordered the rows
+                match = (prefix[:, None, :] == seen[None, :, :]).all(-1)  # [B_new, B_old]
+                if not match.any(-1).all():
+                    seen = None
+                else:
+                    order = match.float().argmax(-1)
+                    self._cache.reorder_cache(order)
+                    self._mask = self._mask[order]
+            if seen is not None:
+                self._mask = torch.cat([self._mask, self._mask.new_ones(len(input_ids), 1)], dim=1)
+                self._run(input_ids[:, -1:], self._mask, self._cache)
+                self._seen = input_ids
+                return
+        self._mask = torch.ones_like(input_ids)
+        if self.pad_token_id is not None:  # mask left padding only
+            self._mask = ((input_ids != self.pad_token_id).cumsum(-1) > 0).long()
+        self._run(input_ids, self._mask)
+        self._seen = input_ids
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.beta == 0:
+            return scores
+        model = self.value_model
+        self._advance(input_ids.to(model.device))
+        hidden = self._hidden
+        vocab = model.get_output_embeddings().weight.shape[0]
+        usable = scores[..., :vocab].to(model.device)  # ids the value model has no row for are dropped
+        guided = guided_scores(
+            usable,
+            lambda ids: model.min_q(hidden, ids),
+            model.v_head(hidden),
+            beta=self.beta,
+            clip=self.clip,
+            top_k=self.top_k,
+            top_p=self.top_p,
+        ).to(scores.device, scores.dtype)
+        if scores.shape[-1] > vocab:
+            guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)
+        return guided

@@ -1,0 +1,184 @@
+"""ILQL and its baselines as pure functions on tensors (DESIGN §3), written next to the maths.
+
+Index convention: a sequence has T tokens; "position t" is the state after reading token t, and
+the action taken there is token t + 1. All per-step tensors below are therefore [B, T-1] and
+`action_mask[:, 1:]` says which of those steps are agent actions.
+
+    L_Q   = sum_k (Q_k(s,a) - [r + gamma * (1 - done) * V(s')].detach())^2
+    L_V   = |tau - 1(u < 0)| * u^2,   u = min_k Q^_k(s,a).detach() - V(s)
+    L_CQL = sum_k CrossEntropy(Q_k(s, .), a)
+    L_BC  = CrossEntropy(logits(s, .), a)              (optionally AWAC-weighted)
+    L     = L_Q + L_V + cql_weight * L_CQL + bc_weight * L_BC
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def expectile_loss(u: torch.Tensor, tau: float) -> torch.Tensor:
+    """`|tau - 1(u < 0)| * u^2`, element-wise: over-estimates cost (1 - tau), under-estimates tau."""
+    weight = torch.where(u < 0, 1.0 - tau, tau)
+    return weight * u.pow(2)
+
+
+def next_state_values(
+    values: torch.Tensor, action_mask: torch.Tensor, attention_mask: torch.Tensor, dones: torch.Tensor
+) -> torch.Tensor:
+    """V(s') for every step [B, T-1].
+
+    s' is the state of the next action token, skipping observation tokens in between. After the
+    last action: 0 if the episode terminated (`dones` = 1), else V of the final state (the last real
+    token), so truncated episodes bootstrap.
+
+    values [B, T] (V after each token), action_mask / attention_mask [B, T], dones [B].
+    """
+    steps = action_mask[:, 1:].bool()  # [B, L], L = T-1
+    batch, length = steps.shape
+    position = torch.arange(length, device=values.device).expand(batch, length)
+    sentinel = length
+    action_position = torch.where(steps, position, sentinel)
+    later = torch.cat([action_position[:, 1:], action_position.new_full((batch, 1), sentinel)], dim=1)
+    next_position = later.flip(1).cummin(dim=1).values.flip(1)  # first action strictly after t
+    state_values = values[:, :-1]  # [B, L]: V of the state each step acts in
+    next_v = state_values.gather(1, next_position.clamp(max=length - 1))
+    last = attention_mask.sum(dim=1).long() - 1  # [B]
+    final_v = values.gather(1, last[:, None]) * (1.0 - dones.to(values.dtype))[:, None]  # [B, 1]
+    return torch.where(next_position < sentinel, next_v, final_v)
+
+
+def td_targets(rewards: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """`r + gamma * V(s')` per step [B, T-1]; termination is already folded into `next_v`."""
+    return rewards[:, 1:] + gamma * next_v
+
+
+def q_loss(q_values: torch.Tensor, targets: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """`sum_k mean_steps (Q_k - target)^2`; q_values [K, B, L], targets [B, L] (detached here)."""
+    errors = (q_values - targets.detach()[None]).pow(2)  # [K, B, L]
+    return sum(masked_mean(error, steps) for error in errors)
+
+
+def v_loss(target_q_values: torch.Tensor, state_values: torch.Tensor, steps: torch.Tensor, tau: float):
+    """Expectile regression of V(s) [B, L] toward `min_k Q^_k(s, a)` (target_q_values [K, B, L])."""
+    u = target_q_values.min(dim=0).values.detach() - state_values
+    return masked_mean(expectile_loss(u, tau), steps)
+
+
+def cql_loss(q_logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """`sum_k CE(Q_k(s, .), a)`: pushes down Q of tokens the data did not take.
+    q_logits [K, N, V] at the N action steps, actions [N]."""
+    return sum(F.cross_entropy(q.float(), actions) for q in q_logits)
+
+
+def bc_loss(
+    logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of the LM on the data actions; logits [N, V], actions [N], weights [N]."""
+    nll = F.cross_entropy(logits.float(), actions, reduction="none")
+    if weights is None:
+        return nll.mean()
+    return (weights.detach() * nll).sum() / weights.numel()
+
+
+def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float = 20.0) -> torch.Tensor:
+    """`min(exp(awac_beta * A), max_weight)`: advantage-weighted behaviour cloning (AWAC)."""
+    return torch.exp(awac_beta * advantages.detach()).clamp(max=max_weight)
+
+
+def ilql_loss(
+    outputs,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    action_mask: torch.Tensor,
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    *,
+    tau: float = 0.7,
+    gamma: float = 0.99,
+    cql_weight: float = 0.1,
+    bc_weight: float = 0.0,
+    awac_beta: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats)."""
+    steps = action_mask[:, 1:].bool()  # [B, L]
+    actions = input_ids[:, 1:][steps]  # [N]
+    state_values = outputs.values[:, :-1]  # [B, L]
+
+    next_v = next_state_values(outputs.values, action_mask, attention_mask, dones)
+    targets = td_targets(rewards, next_v, gamma)
+    loss_q = q_loss(outputs.q_values, targets, steps)
+    loss_v = v_loss(outputs.target_q_values, state_values, steps, tau)
+    loss = loss_q + loss_v
+
+    stats = {"loss/q": loss_q, "loss/v": loss_v}
+    if cql_weight > 0:
+        loss_cql = cql_loss(outputs.q_logits, actions)
+        loss = loss + cql_weight * loss_cql
+        stats["loss/cql"] = loss_cql
+    advantage = outputs.target_q_values.min(dim=0).values - state_values  # [B, L]
+    if bc_weight > 0:
+        weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 else None
+        loss_bc = bc_loss(outputs.logits[:, :-1][steps], actions, weights)
+        loss = loss + bc_weight * loss_bc
+        stats["loss/bc"] = loss_bc
+
+    stats.update(
+        {
+            "values/q": masked_mean(outputs.q_values.min(dim=0).values, steps),
+            "values/v": masked_mean(state_values, steps),
+            "values/advantage": masked_mean(advantage, steps),
+            "values/target": masked_mean(targets, steps),
+        }
+    )
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def monte_carlo_returns(rewards: torch.Tensor, action_mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted return-to-go at every step [B, T-1], discounting once per action token."""
+    steps = action_mask[:, 1:].bool()
+    step_rewards = rewards[:, 1:]
+    returns = torch.zeros_like(step_rewards)
+    running = torch.zeros_like(step_rewards[:, 0])
+    for t in reversed(range(step_rewards.shape[1])):
+        running = torch.where(steps[:, t], step_rewards[:, t] + gamma * running, running)
+        returns[:, t] = running
+    return returns
+
+
+def mc_loss(
+    outputs,
+    input_ids: torch.Tensor,
+    action_mask: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    gamma: float = 0.99,
+    cql_weight: float = 0.1,
+    bc_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Monte-Carlo regression: Q_k(s, a) and V(s) both regress to the observed return-to-go."""
+    steps = action_mask[:, 1:].bool()
+    actions = input_ids[:, 1:][steps]
+    state_values = outputs.values[:, :-1]
+    returns = monte_carlo_returns(rewards, action_mask, gamma)
+    loss_q = q_loss(outputs.q_values, returns, steps)
+    loss_v = masked_mean((state_values - returns).pow(2), steps)
+    loss = loss_q + loss_v
+    stats = {"loss/q": loss_q, "loss/v": loss_v}
+    if cql_weight > 0:
+        loss_cql = cql_loss(outputs.q_logits, actions)
+        loss = loss + cql_weight * loss_cql
+        stats["loss/cql"] = loss_cql
+    if bc_weight > 0:
+        loss_bc = bc_loss(outputs.logits[:, :-1][steps], actions)
+        loss = loss + bc_weight * loss_bc
+        stats["loss/bc"] = loss_bc
+    stats["values/q"] = masked_mean(outputs.q_values.min(dim=0).values, steps)
+    stats["values/v"] = masked_mean(state_values, steps)
+    stats["values/return"] = masked_mean(returns, steps)
+    return loss, {k: v.detach() for k, v in stats.items()}

@@ -1,0 +1,90 @@
+"""Q and V heads that read the trunk's last hidden state (DESIGN §3).
+
+Every Q head answers two questions with one interface:
+    head(hidden)                 -> Q(s, .) over the whole vocabulary      [..., V]
+    head(hidden, token_ids=ids)  -> Q(s, a) for the given tokens only      [..., k]
+The second form is what makes training targets and guided decoding cheap: it never builds the
+[..., V] tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_features), nn.ReLU(), nn.Linear(hidden_features, out_features)
+    )
+
+
+class TiedQHead(nn.Module):
+    """`Q(s, .) = W_E g(h) + b`, with `W_E` the LM's output embedding (detached) and `g` a small MLP.
+
+    `g`'s last layer starts at zero, so Q starts at the per-token bias `b` (zero): the head adds
+    O(h^2) parameters instead of the O(h V) of an untied vocabulary projection.
+    """
+
+    def __init__(self, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.mlp = _mlp(hidden_size, 2 * hidden_size, hidden_size)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def features(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        output_embedding: torch.Tensor,
+        token_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        g = self.mlp(hidden)  # [..., h]
+        weight = output_embedding.detach().to(g.dtype)  # [V, h]; Q never moves the LM head
+        if token_ids is None:
+            return g @ weight.T + self.bias.to(g.dtype)  # [..., V]
+        rows = weight[token_ids]  # [..., k, h]
+        return torch.einsum("...h,...kh->...k", g, rows) + self.bias.to(g.dtype)[token_ids]
+
+
+class UntiedQHead(nn.Module):
+    """An MLP `h -> 2h -> V`, as in the reference implementations (kept for comparisons)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.mlp = _mlp(hidden_size, 2 * hidden_size, vocab_size)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        output_embedding: torch.Tensor | None = None,
+        token_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if token_ids is None:
+            return self.mlp(hidden)
+        z = self.mlp[1](self.mlp[0](hidden))  # [..., 2h]
+        out = self.mlp[2]
+        rows = out.weight[token_ids]  # [..., k, 2h]
+        return torch.einsum("...d,...kd->...k", z, rows) + out.bias[token_ids]
+
+
+class ValueHead(nn.Module):
+    """`V(s)`: an MLP `h -> 2h -> 1`."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.mlp = _mlp(hidden_size, 2 * hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden).squeeze(-1)
+
+
+def make_q_head(head_type: str, hidden_size: int, vocab_size: int) -> nn.Module:
+    if head_type == "tied":
+        return TiedQHead(hidden_size, vocab_size)
+    if head_type == "untied":
+        return UntiedQHead(hidden_size, vocab_size)
+    raise ValueError(f"head_type must be 'tied' or 'untied', got {head_type!r}.")

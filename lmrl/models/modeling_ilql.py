@@ -1,0 +1,286 @@
+"""`AutoModelForCausalLMWithILQLHeads`: any causal LM plus ILQL's Q, target-Q and V heads.
+
+At inference its logits are the guided policy's scores (DESIGN §3), so the stock `generate()` and
+`pipeline("text-generation")` decode with the learned values. In training (`action_mask` given) its
+forward returns what the ILQL losses need, computed inside `forward` so DDP/FSDP see every use of
+every parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput
+
+from ..generation.guidance import guided_scores
+from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
+from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head
+
+# keyword arguments of `from_pretrained` that locate a config on disk or on the hub
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
+
+
+@dataclass
+class ILQLOutput(ModelOutput):
+    """What the ILQL losses read. Position t is the state after token t; its action is token t+1.
+
+    Shapes: `logits` [B, T, V]; `q_values`, `target_q_values` [K, B, T-1] (Q of the data token t+1
+    from state t); `values` [B, T]; `q_logits` [K, N, V] (full-vocabulary Q at the N action positions,
+    for CQL); `hidden_states` [B, T, h] (last layer).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    q_values: torch.Tensor | None = None
+    target_q_values: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    q_logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+    past_key_values: object | None = None
+
+
+class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
+    """A causal LM with two Q heads, their Polyak target copies and a V head (DESIGN §3).
+
+    Example:
+        ```python
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from lmrl import AutoModelForCausalLMWithILQLHeads
+        >>> base = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=100))
+        >>> model = AutoModelForCausalLMWithILQLHeads.from_pretrained(base, beta=4.0)
+        >>> out = model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False)
+        ```
+    `from_pretrained` accepts a hub id or local path of a plain causal LM (heads are added fresh),
+    a directory saved by this class (heads, targets and settings are restored), or a model object.
+    """
+
+    config_class = ILQLHeadsConfig
+    base_model_prefix = "pretrained_model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+    def __init__(self, config: ILQLHeadsConfig, pretrained_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        if pretrained_model is None:
+            pretrained_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.pretrained_model = pretrained_model
+        hidden_size = config.text_config.hidden_size
+        vocab_size = pretrained_model.get_output_embeddings().weight.shape[0]
+        self.q_heads = nn.ModuleList(
+            make_q_head(config.head_type, hidden_size, vocab_size) for _ in range(config.num_q_heads)
+        )
+        self.target_q_heads = copy.deepcopy(self.q_heads).requires_grad_(False)
+        self.v_head = ValueHead(hidden_size)
+        dtype = next(pretrained_model.parameters()).dtype
+        for module in (self.q_heads, self.target_q_heads, self.v_head):
+            module.to(dtype=dtype)
+        self._base_accepts_logits_to_keep = "logits_to_keep" in inspect.signature(
+            pretrained_model.forward
+        ).parameters
+        self.post_init()
+        if getattr(pretrained_model, "generation_config", None) is not None:
+            self.generation_config = copy.deepcopy(pretrained_model.generation_config)
+
+    # ---------------------------------------------------------------- construction and loading
+    @classmethod
+    def from_causal_lm(cls, model: PreTrainedModel, **head_kwargs) -> AutoModelForCausalLMWithILQLHeads:
+        """Wrap an already-built causal LM; heads start fresh (tied Q heads start at zero)."""
+        # The base config is shared, not copied; pass its attention backend so that building the
+        # wrapper config does not reset it.
+        config = ILQLHeadsConfig(
+            text_config=model.config, attn_implementation=model.config._attn_implementation, **head_kwargs
+        )
+        wrapped = cls(config, pretrained_model=model)
+        wrapped.reset_heads()
+        wrapped.train(model.training)
+        return wrapped
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        head_kwargs = {k: kwargs.pop(k) for k in HEAD_FIELDS if k in kwargs}
+        source = pretrained_model_name_or_path
+        if isinstance(source, cls):
+            for key, value in head_kwargs.items():
+                _set_head_setting(source.config, key, value, str(type(source).__name__))
+            return source
+        if isinstance(source, PreTrainedModel):
+            return cls.from_causal_lm(source, **head_kwargs)
+
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = AutoConfig.from_pretrained(source, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+        if isinstance(config, ILQLHeadsConfig):
+            for key, value in head_kwargs.items():
+                _set_head_setting(config, key, value, str(source))
+            return super().from_pretrained(source, *model_args, config=config, **kwargs)
+        base = AutoModelForCausalLM.from_pretrained(source, *model_args, config=config, **kwargs)
+        return cls.from_causal_lm(base, **head_kwargs)
+
+    def _init_weights(self, module):
+        if isinstance(module, (TiedQHead, UntiedQHead, ValueHead)):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            for layer in module.mlp:
+                if isinstance(layer, nn.Linear):
+                    init.normal_(layer.weight, mean=0.0, std=std)
+                    init.zeros_(layer.bias)
+            if isinstance(module, TiedQHead):
+                init.zeros_(module.mlp[-1].weight)
+                init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def reset_heads(self) -> None:
+        """Re-initialise Q and V heads and copy Q into the targets."""
+        for module in (*self.q_heads, self.v_head):
+            for layer in module.mlp:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+            if isinstance(module, TiedQHead):
+                module.mlp[-1].weight.zero_()
+                module.mlp[-1].bias.zero_()
+                module.bias.zero_()
+        self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+
+    @torch.no_grad()
+    def update_target_heads(self, alpha: float) -> None:
+        """Polyak step `Q^ <- (1 - alpha) Q^ + alpha Q` (element-wise, so it also works on shards)."""
+        online = list(self.q_heads.parameters())
+        target = list(self.target_q_heads.parameters())
+        torch._foreach_lerp_(target, online, alpha)
+
+    # ---------------------------------------------------------------- plumbing for generate()
+    def get_input_embeddings(self):
+        return self.pretrained_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.pretrained_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.pretrained_model.get_output_embeddings()
+
+    def get_decoder(self):
+        return self.pretrained_model.get_decoder()
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        return self.pretrained_model.prepare_inputs_for_generation(*args, **kwargs)
+
+    def _set_gradient_checkpointing(self, *args, **kwargs):
+        return self.pretrained_model._set_gradient_checkpointing(*args, **kwargs)
+
+    # ---------------------------------------------------------------- heads
+    def _q(self, heads: nn.ModuleList, hidden: torch.Tensor, token_ids: torch.Tensor | None) -> torch.Tensor:
+        embedding = self.get_output_embeddings().weight
+        return torch.stack([head(hidden, embedding, token_ids) for head in heads])  # [K, ..., k or V]
+
+    def min_q(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`min_k Q_k(s, .)` for the given tokens [..., k] or the whole vocabulary [..., V]."""
+        return self._q(self.q_heads, hidden, token_ids).min(dim=0).values
+
+    def guide(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Guided next-token scores for base `logits` [..., V] at states `hidden` [..., h]."""
+        config = self.config
+        return guided_scores(
+            logits,
+            lambda ids: self.min_q(hidden, ids),
+            self.v_head(hidden),
+            beta=config.beta,
+            clip=config.advantage_clip,
+            top_k=config.guidance_top_k,
+            top_p=config.guidance_top_p,
+        )
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        action_mask: torch.Tensor | None = None,
+        compute_q_logits: bool = True,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | ILQLOutput:
+        """Inference (no `action_mask`): logits are the guided scores (raw when `beta == 0`).
+
+        Training (`action_mask` [B, T] given): returns an [`ILQLOutput`]; `compute_q_logits=False`
+        skips the full-vocabulary Q used only by the CQL term.
+        """
+        kwargs.pop("return_dict", None)
+        kwargs.pop("output_hidden_states", None)
+        if self._base_accepts_logits_to_keep:
+            kwargs["logits_to_keep"] = logits_to_keep
+        out = self.pretrained_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            output_hidden_states=True,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden = out.hidden_states[-1]  # [B, T, h], after the final norm
+
+        if action_mask is not None:
+            return self._training_outputs(out, hidden, input_ids, action_mask, compute_q_logits)
+
+        logits = out.logits
+        if self.config.beta != 0:
+            kept = slice_logits_to_keep(hidden, logits_to_keep) if self._base_accepts_logits_to_keep else hidden
+            logits = self.guide(logits, kept).to(logits.dtype)
+        return CausalLMOutputWithPast(
+            loss=out.loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states if self.config.output_hidden_states else None,
+            attentions=getattr(out, "attentions", None),
+        )
+
+    def _training_outputs(self, out, hidden, input_ids, action_mask, compute_q_logits) -> ILQLOutput:
+        states = hidden[:, :-1]  # [B, T-1, h]: the state each next token is chosen in
+        actions = input_ids[:, 1:]  # [B, T-1]
+        q_values = self._q(self.q_heads, states, actions[..., None]).squeeze(-1)  # [K, B, T-1]
+        with torch.no_grad():
+            target_q_values = self._q(self.target_q_heads, states, actions[..., None]).squeeze(-1)
+        q_logits = None
+        if compute_q_logits:
+            action_states = states[action_mask[:, 1:].bool()]  # [N, h]
+            q_logits = self._q(self.q_heads, action_states, None)  # [K, N, V]
+        return ILQLOutput(
+            logits=out.logits,
+            q_values=q_values,
+            target_q_values=target_q_values,
+            values=self.v_head(hidden),  # [B, T]
+            q_logits=q_logits,
+            hidden_states=hidden,
+            past_key_values=out.past_key_values,
+        )
+
+
+def _set_head_setting(config: ILQLHeadsConfig, key: str, value, where: str) -> None:
+    if key in STRUCTURAL_FIELDS and getattr(config, key) != value:
+        raise ValueError(
+            f"{where} was saved with {key}={getattr(config, key)!r}, but {key}={value!r} was asked for. "
+            f"{key} shapes the saved weights; load without it (or retrain). Settings that can change "
+            f"at load time: {', '.join(DECODING_FIELDS)}."
+        )
+    setattr(config, key, value)
+
+
+AutoConfig.register(ILQLHeadsConfig.model_type, ILQLHeadsConfig)
+AutoModelForCausalLM.register(ILQLHeadsConfig, AutoModelForCausalLMWithILQLHeads)

@@ -1,0 +1,68 @@
+"""Tiny models and tokenizers built locally, for the demo, tests and quick experiments on a CPU.
+
+Real runs load a hub model with `from_pretrained("gpt2")`; these build the same classes from
+configs, so every code path is the one a full-size model takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+EOS = "<|endoftext|>"
+
+# A ChatML-style template: each message appends text, and assistant turns close with EOS.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    + EOS
+    + "\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2 style) trained on `texts`; EOS doubles as BOS and PAD."""
+    specials = [EOS, "<|im_start|>"] if chat_template else [EOS]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, pad_token=EOS)
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def tiny_config(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2, **overrides):
+    """A small config of a real architecture ('gpt2', 'llama', 'qwen2', 'gpt_neox', 'mistral')."""
+    from transformers import AutoConfig
+
+    vocab = len(tokenizer)
+    common = {"vocab_size": vocab, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "pad_token_id": tokenizer.pad_token_id}
+    if architecture == "gpt2":
+        kwargs = {"n_layer": num_layers, "n_embd": hidden_size, "n_head": max(1, hidden_size // 32),
+                  "n_positions": 1024}
+    else:
+        kwargs = {"num_hidden_layers": num_layers, "hidden_size": hidden_size,
+                  "intermediate_size": 2 * hidden_size, "num_attention_heads": max(1, hidden_size // 32),
+                  "num_key_value_heads": max(1, hidden_size // 32), "max_position_embeddings": 1024}
+    kwargs.update(common)
+    kwargs.update(overrides)
+    return AutoConfig.for_model(architecture, **kwargs)
+
+
+def tiny_causal_lm(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
+                   **overrides) -> PreTrainedModel:
+    """A randomly initialised causal LM of a real architecture, sized for a CPU."""
+    config = tiny_config(tokenizer, architecture, hidden_size, num_layers, **overrides)
+    return AutoModelForCausalLM.from_config(config)

@@ -1,0 +1,19 @@
+from .base import LMRLConfig, LMRLTrainer
+from .bc import BCConfig, BCTrainer, condition_on_return, conditioned_messages
+from .ilql import ILQLConfig, ILQLTrainer, TargetUpdateCallback, ValueLearningConfig
+from .mc import MCConfig, MCTrainer
+
+__all__ = [
+    "BCConfig",
+    "BCTrainer",
+    "ILQLConfig",
+    "ILQLTrainer",
+    "LMRLConfig",
+    "LMRLTrainer",
+    "MCConfig",
+    "MCTrainer",
+    "TargetUpdateCallback",
+    "ValueLearningConfig",
+    "condition_on_return",
+    "conditioned_messages",
+]

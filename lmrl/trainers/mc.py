@@ -1,0 +1,41 @@
+"""Monte-Carlo regression: Q and V heads regress to the observed discounted return (a baseline for ILQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..losses.ilql import mc_loss
+from .ilql import ILQLTrainer, ValueLearningConfig
+
+
+@dataclass
+class MCConfig(ValueLearningConfig):
+    """Configuration of [`MCTrainer`]: the same heads and decoding as ILQL, no bootstrapping.
+
+    Example:
+        ```python
+        >>> args = MCConfig(output_dir="out", gamma=0.99, cql_weight=0.1)
+        ```
+    """
+
+
+class MCTrainer(ILQLTrainer):
+    """Regresses Q_k(s, a) and V(s) to Monte-Carlo returns-to-go, with the same CQL and BC terms as
+    ILQL; decodes with the same guided `generate()`. There are no target heads to update."""
+
+    uses_target_heads = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**self.model_inputs(inputs))
+        args = self.args
+        loss, stats = mc_loss(
+            outputs,
+            inputs["input_ids"],
+            inputs["action_mask"],
+            inputs["rewards"],
+            gamma=args.gamma,
+            cql_weight=args.cql_weight,
+            bc_weight=args.bc_weight,
+        )
+        self.record(stats)
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,1 @@
+"""Tasks shipped with lmrl, importable as `lmrl.tasks`."""
