@@ -4,8 +4,10 @@ Each message is tokenized on its own and the ids concatenated, so the action mas
 - with a chat template, a message's text is the part of the rendered conversation that it adds
   (the assistant header "<|im_start|>assistant\\n" counts as observation, the reply and its
   end-of-turn token as the action);
-- without one, messages are concatenated as they are, after a start token, and every assistant
-  turn ends with the EOS token.
+- without one, messages are concatenated as they are, after the tokenizer's own start tokens
+  (BOS for Llama-style tokenizers, nothing for GPT-2: the same ids a plain text prompt gets in
+  `pipeline()`), and every assistant turn ends with the EOS token. An episode that opens with an
+  assistant turn gets a BOS (or EOS) first, so its first action has a state.
 The prompt used at decoding time (`encode_prompt`) goes through the same function, so a policy sees
 exactly the token sequences it was trained on.
 """
@@ -111,9 +113,21 @@ def _chat_segments(tokenizer, turns: list[Turn], add_generation_prompt: bool) ->
     return segments
 
 
+def _start_ids(tokenizer) -> list[int]:
+    """The ids the tokenizer itself puts before a text (e.g. Llama's <s>; nothing for GPT-2)."""
+    with_specials = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_specials) - len(plain) + 1):
+        if with_specials[start : start + len(plain)] == plain:
+            return with_specials[:start]
+    return []
+
+
 def _plain_segments(tokenizer, turns: list[Turn]) -> list[Segment]:
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_token_id(tokenizer)
-    segments: list[Segment] = [([start], False, 0.0)]
+    start = _start_ids(tokenizer)
+    if not start and turns and turns[0].is_action:  # the first action needs a state to be chosen in
+        start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_token_id(tokenizer)]
+    segments: list[Segment] = [(start, False, 0.0)]
     for turn in turns:
         if turn.is_action:
             segments.append((_ids(tokenizer, turn.content) + [eos_token_id(tokenizer)], True, turn.reward))

@@ -1,0 +1,27 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+DOOR_TEXTS = ["Pick a door: red door blue door green door. Which one? The red one, the blue one."] * 8
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lmrl.tiny import train_tokenizer
+
+    return train_tokenizer(DOOR_TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    from lmrl.tiny import CHAT_TEMPLATE, train_tokenizer
+
+    return train_tokenizer(DOOR_TEXTS + ["user assistant system"], vocab_size=300, chat_template=CHAT_TEMPLATE)

@@ -1,0 +1,209 @@
+"""The ILQL-heads model: wrapping, decoding, saving and loading, target updates."""
+
+import logging
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, pipeline, set_seed
+
+from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
+from lmrl.generation import guided_scores
+from lmrl.tiny import tiny_causal_lm
+
+ARCHITECTURES = ["gpt2", "llama"]
+
+
+def _base(tokenizer, architecture="gpt2", seed=0):
+    torch.manual_seed(seed)
+    return tiny_causal_lm(tokenizer, architecture).eval()
+
+
+def _randomize_heads(model, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.q_heads.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        for p in model.v_head.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+
+
+def _prompt(tokenizer, text="Pick a door:"):
+    return torch.tensor([encode_prompt(tokenizer, text)])
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_beta_zero_decodes_exactly_like_the_base_model(tokenizer, architecture):
+    base = _base(tokenizer, architecture)
+    ids = _prompt(tokenizer)
+    greedy = base.generate(input_ids=ids, max_new_tokens=12, do_sample=False)
+    set_seed(3)
+    sampled = base.generate(input_ids=ids, max_new_tokens=12, do_sample=True, top_k=0)
+
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(base, beta=0.0)
+    _randomize_heads(model)
+    assert torch.equal(model.generate(input_ids=ids, max_new_tokens=12, do_sample=False), greedy)
+    set_seed(3)
+    assert torch.equal(model.generate(input_ids=ids, max_new_tokens=12, do_sample=True, top_k=0), sampled)
+
+
+def test_wrapping_keeps_the_base_weights_and_starts_tied_q_at_zero(tokenizer):
+    base = _base(tokenizer)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(base)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    hidden = torch.randn(3, base.config.hidden_size)
+    assert torch.count_nonzero(model.min_q(hidden)) == 0
+
+
+def test_guidance_moves_greedy_decoding_to_the_token_with_the_highest_advantage(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0, guidance_top_k=0)
+    ids = _prompt(tokenizer)
+    plain = model.pretrained_model.generate(input_ids=ids, max_new_tokens=1, do_sample=False)[0, -1]
+    with torch.no_grad():
+        logits = model.pretrained_model(ids).logits[0, -1]
+    runner_up = logits.topk(2).indices[1]
+    with torch.no_grad():
+        for head in model.q_heads:
+            head.bias[runner_up] = 5.0  # advantage of 5 * beta 4 beats any log-prob gap here
+    guided = model.generate(input_ids=ids, max_new_tokens=1, do_sample=False)[0, -1]
+    assert plain != runner_up and guided == runner_up
+
+
+def test_fast_path_equals_full_vocabulary_guidance_on_the_surviving_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 40)
+    q_table = torch.randn(2, 3, 40)
+    values = torch.randn(2, 3)
+
+    def q_fn(ids):
+        return q_table if ids is None else q_table.gather(-1, ids)
+
+    full = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=0)
+    fast = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7)
+    top = logits.topk(7, dim=-1).indices
+    assert torch.allclose(fast.gather(-1, top), full.gather(-1, top))
+    assert torch.isinf(fast).sum() == 2 * 3 * (40 - 7)
+    nucleus = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7, top_p=0.3)
+    assert torch.isfinite(nucleus).sum(-1).min() >= 1
+    assert (torch.isfinite(nucleus).sum(-1) <= 7).all()
+
+
+@pytest.mark.parametrize("head_type", ["tied", "untied"])
+def test_q_on_selected_tokens_equals_the_full_vocabulary_q(tokenizer, head_type):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_type=head_type)
+    _randomize_heads(model)
+    hidden = torch.randn(4, model.config.text_config.hidden_size)
+    ids = torch.randint(0, len(tokenizer), (4, 5))
+    assert torch.allclose(model.min_q(hidden, ids), model.min_q(hidden).gather(-1, ids), atol=1e-5)
+
+
+def test_target_heads_move_toward_online_heads_at_rate_alpha(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer))
+    _randomize_heads(model)
+    with torch.no_grad():
+        for p in model.target_q_heads.parameters():
+            p.fill_(1.0)
+    online = [p.clone() for p in model.q_heads.parameters()]
+    model.update_target_heads(0.25)
+    for target, q in zip(model.target_q_heads.parameters(), online):
+        assert torch.allclose(target, 0.75 * 1.0 + 0.25 * q)
+        assert not target.requires_grad
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_save_load_round_trip_restores_heads_targets_and_settings(tokenizer, tmp_path, architecture):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer, architecture), beta=2.5).eval()
+    _randomize_heads(model)
+    model.update_target_heads(0.5)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+
+    import lmrl  # noqa: F401  (registers the Auto classes)
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(loaded, AutoModelForCausalLMWithILQLHeads)
+    assert loaded.config.beta == 2.5
+    expected = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    ids = _prompt(tokenizer)
+    assert torch.equal(
+        loaded.generate(input_ids=ids, max_new_tokens=8, do_sample=False),
+        model.generate(input_ids=ids, max_new_tokens=8, do_sample=False),
+    )
+    assert AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, beta=0.0).config.beta == 0.0
+
+
+def test_loading_with_a_different_head_type_is_refused(tokenizer, tmp_path):
+    AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="head_type"):
+        AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_type="untied")
+
+
+def test_a_plain_causal_lm_path_gets_fresh_heads(tokenizer, tmp_path):
+    base = _base(tokenizer)
+    base.save_pretrained(tmp_path)
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, beta=3.0)
+    assert model.config.beta == 3.0 and model.config.text_config.model_type == "gpt2"
+    for key, value in base.state_dict().items():
+        assert torch.equal(model.pretrained_model.state_dict()[key], value)
+
+
+def test_beam_search_and_generation_config_work_with_guidance(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    _randomize_heads(model)
+    ids = _prompt(tokenizer)
+    config = GenerationConfig(max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(input_ids=ids, generation_config=config, num_return_sequences=2)
+    assert out.shape[0] == 2 and out.shape[1] > ids.shape[1]
+    cached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+    uncached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_pipeline_accepts_the_model_without_warning(tokenizer, caplog):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    with caplog.at_level(logging.WARNING):
+        generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+        out = generator("Pick a door:", max_new_tokens=4, do_sample=False)
+    assert out[0]["generated_text"].startswith("Pick a door:")
+    assert not [r for r in caplog.records if "not supported" in r.getMessage()]
+
+
+def test_logits_processor_steers_a_frozen_lm_like_the_model_steers_itself(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    _randomize_heads(model)
+    frozen = model.pretrained_model
+    ids = _prompt(tokenizer)
+    own = model.generate(input_ids=ids, max_new_tokens=10, do_sample=False)
+    steered = frozen.generate(
+        input_ids=ids, max_new_tokens=10, do_sample=False, logits_processor=[ValueGuidedLogitsProcessor(model)]
+    )
+    assert torch.equal(own, steered)
+    unguided = frozen.generate(input_ids=ids, max_new_tokens=10, do_sample=False)
+    assert not torch.equal(unguided, steered)
+
+
+class _RecomputingProcessor(ValueGuidedLogitsProcessor):
+    """Reference: rebuild the value model's state from scratch at every step."""
+
+    def __call__(self, input_ids, scores):
+        self._reset()
+        return super().__call__(input_ids, scores)
+
+
+def test_logits_processor_cache_follows_beam_reordering_and_left_padding(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    _randomize_heads(model)
+    frozen = _base(tokenizer, seed=5)
+    pad = tokenizer.pad_token_id
+    short, long = encode_prompt(tokenizer, "Pick:"), encode_prompt(tokenizer, "Pick a door: which one?")
+    ids = torch.tensor([[pad] * (len(long) - len(short)) + short, long])
+    mask = (torch.arange(ids.shape[1]) >= len(long) - len(short)).long()
+    attention_mask = torch.stack([mask, torch.ones_like(mask)])
+    kwargs = dict(input_ids=ids, attention_mask=attention_mask, max_new_tokens=6, num_beams=3, do_sample=False,
+                  pad_token_id=pad)
+    cached = frozen.generate(**kwargs, logits_processor=[ValueGuidedLogitsProcessor(model, pad_token_id=pad)])
+    reference = frozen.generate(**kwargs, logits_processor=[_RecomputingProcessor(model, pad_token_id=pad)])
+    assert torch.equal(cached, reference)
