@@ -66,3 +66,26 @@ def tiny_causal_lm(tokenizer, architecture: str = "gpt2", hidden_size: int = 64,
     """A randomly initialised causal LM of a real architecture, sized for a CPU."""
     config = tiny_config(tokenizer, architecture, hidden_size, num_layers, **overrides)
     return AutoModelForCausalLM.from_config(config)
+
+
+def episode_texts(rows) -> list[str]:
+    """Every message text of a dataset of episodes (to train a tokenizer on)."""
+    texts = []
+    for row in rows:
+        for key in ("messages", "prompt", "completion"):
+            value = row.get(key)
+            if isinstance(value, str):
+                texts.append(value)
+            elif isinstance(value, list):
+                texts += [m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return texts
+
+
+def build_tiny(rows, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
+               vocab_size: int = 512, chat_template: bool = False, seed: int = 0, **overrides):
+    """A tokenizer trained on the episodes' text and a fresh tiny model of `architecture` for it."""
+    import torch
+
+    tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None)
+    torch.manual_seed(seed)
+    return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides), tokenizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
@@ -30,6 +30,16 @@ def _check_jsonl(path: Path) -> None:
                 raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}). Fix or remove that line.") from None
 
 
+def _from_rows(rows: list) -> Dataset:
+    """`Dataset.from_list` takes its columns from the first row; use every row's fields instead."""
+    columns: dict = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"row {index}: expected an object with 'messages', got {type(row).__name__}.")
+        columns.update(dict.fromkeys(row))
+    return Dataset.from_list([{key: row.get(key) for key in columns} for row in rows])
+
+
 def load_episodes(source, split: str = "train", **load_kwargs) -> Dataset:
     """Episodes from a `Dataset`, a list of row dicts, a local JSON/JSONL/Parquet/CSV file or folder,
     or a dataset id on the hub (`load_dataset(source, split=split)`)."""
@@ -42,7 +52,7 @@ def load_episodes(source, split: str = "train", **load_kwargs) -> Dataset:
     if isinstance(source, IterableDataset):
         raise ValueError("Streaming datasets are not supported; pass a map-style `Dataset`.")
     if isinstance(source, list):
-        return Dataset.from_list(source)
+        return _from_rows(source)
     path = Path(str(source))
     if path.is_file():
         kind = _FILE_TYPES.get(path.suffix.lower())

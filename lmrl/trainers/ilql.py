@@ -18,7 +18,7 @@ class ValueLearningConfig(LMRLConfig):
 
     Parameters that control the model:
         head_type: `"tied"` Q heads (a few % of the base parameters) or `"untied"` vocabulary heads.
-        beta, advantage_clip, guidance_top_k: decoding settings saved with the model.
+        beta, advantage_clip, guidance_top_k, guidance_top_p: decoding settings saved with the model.
     Parameters that control the training:
         gamma: discount per action token. cql_weight: weight of the conservative (CQL) term.
         bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
@@ -35,6 +35,9 @@ class ValueLearningConfig(LMRLConfig):
     advantage_clip: float = field(default=10.0, metadata={"help": "Clip of the advantage in guided decoding."})
     guidance_top_k: int = field(
         default=50, metadata={"help": "Guide only the base policy's top-k tokens (0 = full vocabulary)."}
+    )
+    guidance_top_p: float = field(
+        default=1.0, metadata={"help": "Nucleus filter of the base policy inside the top-k (1.0 keeps all)."}
     )
 
     def head_kwargs(self) -> dict:
