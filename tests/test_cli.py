@@ -1,0 +1,51 @@
+"""`lmrl train RECIPE.yaml`: recipes, overrides and errors in words."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmrl import AutoModelForCausalLMWithILQLHeads
+from lmrl.cli import main, parse_recipe, read_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "doors_ilql.yaml"
+
+
+def test_overrides_on_the_command_line_win_over_the_recipe():
+    recipe = read_recipe(RECIPE, ["--num_train_epochs", "2", "--beta=1.5", "--output-dir", "elsewhere"])
+    script, config = parse_recipe(recipe)
+    assert config.num_train_epochs == 2 and config.beta == 1.5 and config.output_dir == "elsewhere"
+    assert script.algorithm == "ilql" and config.tau == 0.7
+
+
+def test_unknown_fields_are_named_with_the_valid_ones(tmp_path):
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["tua"] = 0.9
+    with pytest.raises(ValueError, match=r"unknown field\(s\) tua.*Valid fields: .*tau"):
+        parse_recipe(recipe, "my.yaml")
+
+
+def test_recipe_needs_one_model_source():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["model_name_or_path"] = "gpt2"
+    with pytest.raises(ValueError, match="exactly one of"):
+        parse_recipe(recipe)
+
+
+def test_train_command_runs_the_recipe_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    code = main(["train", str(RECIPE), "--max_steps", "3", "--output_dir", str(out), "--logging_steps", "1"])
+    assert code == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["algorithm"] == "ilql" and summary["train_loss"] > 0
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(out)
+    assert model.config.guidance_top_p == 0.9 and model.config.beta == 8.0
+    assert (out / "tokenizer.json").exists()
+
+
+def test_missing_recipe_is_an_error_in_words(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such recipe file" in capsys.readouterr().err
