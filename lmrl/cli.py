@@ -1,4 +1,9 @@
-"""`lmrl` command line: `lmrl train CONFIG.yaml [--field value ...]`.
+"""`lmrl` command line.
+
+    lmrl train RECIPE.yaml [--field value ...]          train, save to output_dir
+    lmrl make-data TASK --episodes N --out PATH          behaviour-policy episodes as JSONL rows
+    lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
+    lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
 (`ILQLConfig`, `BCConfig`, `MCConfig`, which extend `transformers.TrainingArguments`). Command-line
@@ -42,6 +47,8 @@ class ScriptArguments:
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_dataset: str | None = field(default=None, metadata={"help": "Optional episodes to evaluate the loss on."})
+    task: str | None = field(default=None, metadata={"help": "Task to evaluate online in (lmrl eval), e.g. maze."})
+    task_kwargs: dict | None = field(default=None, metadata={"help": "Task options, e.g. {layout: ring}."})
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -117,16 +124,76 @@ def train(recipe_path: str, overrides: list[str]) -> dict:
     return summary
 
 
+def make_data(task_name: str, episodes: int, out: str, seed: int, task_kwargs: dict) -> dict:
+    from .envs import mean_ci
+    from .envs.registry import get_task
+
+    task = get_task(task_name)
+    results = task.make_data(episodes, seed=seed, **task_kwargs)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for result in results:
+            handle.write(json.dumps(result.as_row()) + "\n")
+    mean, low, high = mean_ci([r.total_reward for r in results])
+    return {"task": task_name, "episodes": len(results), "out": str(path), "mean_return": mean,
+            "ci": [low, high], "success_rate": sum(r.success for r in results) / len(results)}
+
+
+def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides: list[str]) -> dict:
+    from .evaluation import evaluate_checkpoint, format_score_line
+
+    script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
+    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes)
+    print(format_score_line(report))
+    return report
+
+
+def _key_values(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"Expected key=value, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmrl", description="Offline RL for language models.")
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="Train from a recipe: lmrl train RECIPE.yaml [--field value ...]")
     train_parser.add_argument("recipe")
+    data_parser = commands.add_parser("make-data", help="Write behaviour-policy episodes of a task as JSONL.")
+    data_parser.add_argument("task")
+    data_parser.add_argument("--episodes", type=int, default=1000)
+    data_parser.add_argument("--out", required=True)
+    data_parser.add_argument("--seed", type=int, default=0)
+    data_parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                             help="Task option, e.g. --option layout=rooms (repeatable).")
+    eval_parser = commands.add_parser("eval", help="Evaluate a checkpoint online in the recipe's task.")
+    eval_parser.add_argument("recipe")
+    eval_parser.add_argument("--checkpoint", default=None, help="Defaults to the recipe's output_dir.")
+    eval_parser.add_argument("--episodes", type=int, default=100)
+    compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
+    compare_parser.add_argument("runs", nargs="+")
+    compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
     args, rest = parser.parse_known_args(argv)
     try:
+        if args.command != "train" and args.command != "eval" and rest:
+            raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "train":
-            summary = train(args.recipe, rest)
-            print(json.dumps(summary, indent=2))
+            print(json.dumps(train(args.recipe, rest), indent=2))
+        elif args.command == "make-data":
+            print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
+        elif args.command == "eval":
+            evaluate(args.recipe, args.checkpoint, args.episodes, rest)
+        elif args.command == "compare":
+            from .evaluation import compare_runs
+
+            print(compare_runs(args.runs, args.plot))
+            if args.plot:
+                print(f"plot: {args.plot}")
     except ValueError as err:
         print(f"lmrl {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -49,3 +49,34 @@ def test_train_command_runs_the_recipe_and_saves_a_loadable_model(tmp_path, monk
 def test_missing_recipe_is_an_error_in_words(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "no such recipe file" in capsys.readouterr().err
+
+
+def test_make_data_train_eval_compare_round_trip(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    data = tmp_path / "maze.jsonl"
+    assert main(["make-data", "maze", "--episodes", "40", "--out", str(data), "--option", "layout=ring"]) == 0
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    assert len(rows) == 40 and rows[0]["messages"][0]["role"] == "system"
+
+    runs = []
+    for algo in ("bc", "ilql"):
+        out = tmp_path / algo
+        recipe = str(ROOT / "recipes" / "maze" / f"{algo}.yaml")
+        overrides = ["--dataset", str(data), "--output_dir", str(out), "--max_steps", "2"]
+        assert main(["train", recipe, *overrides]) == 0
+        assert main(["eval", recipe, "--checkpoint", str(out), "--episodes", "4", "--dataset", str(data)]) == 0
+        report = json.loads((out / "eval.json").read_text())
+        assert report["episodes"] == 4 and report["algorithm"] == algo and "normalized" in report
+        runs.append(str(out))
+    capsys.readouterr()
+    plot = tmp_path / "compare.png"
+    assert main(["compare", *runs, "--plot", str(plot)]) == 0
+    table = capsys.readouterr().out
+    assert "| bc | bc |" in table and "| ilql | ilql |" in table and plot.stat().st_size > 1000
+
+
+def test_eval_of_a_missing_checkpoint_is_an_error_in_words(tmp_path, capsys):
+    recipe = str(ROOT / "recipes" / "maze" / "bc.yaml")
+    assert main(["eval", recipe, "--checkpoint", str(tmp_path / "none"), "--episodes", "2",
+                 "--dataset", str(ROOT / "examples" / "data" / "doors.jsonl")]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err

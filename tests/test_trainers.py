@@ -148,3 +148,19 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(tokenizer, tmp_
     with pytest.raises(ValueError, match="resize_token_embeddings"):
         ILQLTrainer(model=small, args=_args(ILQLConfig, tmp_path, "vocab"), train_dataset=bandit_rows(8),
                     processing_class=tokenizer)
+
+
+def test_fresh_heads_start_at_the_lowest_return_so_unseen_tokens_are_not_optimistic(tokenizer, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": PROMPT},
+                          {"role": "assistant", "content": " red", "reward": -3.0 - i % 2}]} for i in range(8)]
+    trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer), args=_args(ILQLConfig, tmp_path, "pess", max_steps=1),
+                          train_dataset=rows, processing_class=tokenizer)
+    model = trainer.model
+    hidden = torch.randn(2, model.config.text_config.hidden_size)
+    assert torch.allclose(model.min_q(hidden), torch.full((2, len(tokenizer)), -4.0))
+    assert torch.allclose(model.v_head(hidden), torch.full((2,), -4.0))
+    assert torch.equal(model.target_q_heads[0].bias, model.q_heads[0].bias)
+
+    loaded_args = _args(ILQLConfig, tmp_path, "pess2", max_steps=1)
+    again = ILQLTrainer(model=model, args=loaded_args, train_dataset=bandit_rows(8), processing_class=tokenizer)
+    assert torch.allclose(again.model.min_q(hidden), torch.full((2, len(tokenizer)), -4.0))  # trained heads kept

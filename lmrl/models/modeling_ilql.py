@@ -104,6 +104,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         )
         wrapped = cls(config, pretrained_model=model)
         wrapped.reset_heads()
+        wrapped.heads_are_fresh = True  # lets a trainer start them from its data (see start_heads_at)
         wrapped.train(model.training)
         return wrapped
 
@@ -151,6 +152,21 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
                 module.mlp[-1].bias.zero_()
                 module.bias.zero_()
         self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+
+    @torch.no_grad()
+    def start_heads_at(self, value: float) -> None:
+        """Make Q (and its targets) and V start at `value` for every token and state.
+
+        Trainers call this on fresh heads with the lowest return in the data (pessimistic start):
+        tokens the data never takes then stay valued below the data's actions instead of at 0, which
+        with negative rewards would make every unseen token look best.
+        """
+        for head in (*self.q_heads, self.v_head):
+            head.mlp[-1].weight.zero_()  # the output no longer depends on the state...
+            head.mlp[-1].bias.zero_()
+            (head.bias if isinstance(head, TiedQHead) else head.mlp[-1].bias).fill_(value)  # ...it is `value`
+        self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+        self.heads_are_fresh = False
 
     @torch.no_grad()
     def update_target_heads(self, alpha: float) -> None:

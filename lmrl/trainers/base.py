@@ -87,6 +87,7 @@ class LMRLTrainer(Trainer):
         check_vocabulary(processing_class, model)
         train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
         eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
+        self._initialize_from_data(model, train_dataset, args)
         if data_collator is None:
             data_collator = EpisodeCollator(pad_token_id(processing_class))
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -109,6 +110,9 @@ class LMRLTrainer(Trainer):
 
     def _prepare_model(self, model: PreTrainedModel, args: LMRLConfig) -> PreTrainedModel:
         return model
+
+    def _initialize_from_data(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> None:
+        """Set up anything that depends on the training data (e.g. where fresh heads start)."""
 
     def _episode_transform(self, args):
         return None

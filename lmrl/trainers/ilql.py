@@ -36,6 +36,11 @@ class ValueLearningConfig(LMRLConfig):
     guidance_top_k: int = field(
         default=50, metadata={"help": "Guide only the base policy's top-k tokens (0 = full vocabulary)."}
     )
+    pessimistic_init: bool = field(
+        default=True,
+        metadata={"help": "Start fresh Q and V heads at the lowest episode return in the data (if below 0), so "
+                  "tokens the data never takes are not valued above the ones it does."},
+    )
     guidance_top_p: float = field(
         default=1.0, metadata={"help": "Nucleus filter of the base policy inside the top-k (1.0 keeps all)."}
     )
@@ -121,6 +126,10 @@ class ILQLTrainer(LMRLTrainer):
                     setattr(model.config, key, getattr(args, key))
             return model
         return AutoModelForCausalLMWithILQLHeads.from_causal_lm(model, **args.head_kwargs())
+
+    def _initialize_from_data(self, model, train_dataset, args) -> None:
+        if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
+            model.start_heads_at(min(0.0, min(train_dataset["returns"])))
 
     def model_inputs(self, inputs: dict) -> dict:
         return {

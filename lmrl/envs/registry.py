@@ -1,0 +1,37 @@
+"""Tasks by name, for `lmrl make-data` and `lmrl eval`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .base import TextEnv
+from .rollout import EpisodeResult
+from .scoring import TaskAnchors
+
+
+@dataclass
+class Task:
+    """What the CLI needs to know about a task.
+
+    make_env(split, **kwargs): a fresh environment; split "eval" uses held-out starts/answers.
+    make_data(n, seed, **kwargs): n behaviour-policy episodes.
+    anchors(dataset_return, **kwargs): the normalized-score anchors.
+    """
+
+    name: str
+    make_env: Callable[..., TextEnv]
+    make_data: Callable[..., list[EpisodeResult]]
+    anchors: Callable[..., TaskAnchors]
+    max_turns: int
+    max_new_tokens: int = 16
+
+
+_MODULES = {"maze": "lmrl.tasks.maze"}
+
+
+def get_task(name: str) -> Task:
+    if name not in _MODULES:
+        raise ValueError(f"Unknown task {name!r}; available: {', '.join(sorted(_MODULES))}.")
+    return importlib.import_module(_MODULES[name]).TASK

@@ -1,0 +1,115 @@
+"""Online evaluation of a trained checkpoint on its task, and comparison of several runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data import load_episodes, validate_row
+from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
+from .envs.registry import get_task
+
+
+def dataset_return(source) -> float:
+    """Average episode return of a dataset (the 50 anchor of the normalized score)."""
+    rows = load_episodes(source)
+    returns = [validate_row(row, i).total_reward for i, row in enumerate(rows)]
+    return mean_ci(returns)[0]
+
+
+def load_policy_model(checkpoint: str | Path, algorithm: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import AutoModelForCausalLMWithILQLHeads
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
+    model_class = AutoModelForCausalLMWithILQLHeads if algorithm in ("ilql", "mc") else AutoModelForCausalLM
+    return model_class.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
+                        progress: bool = True) -> dict:
+    """Roll out `episodes` evaluation episodes with the checkpoint's greedy (guided) policy."""
+    from .trainers.bc import conditioned_messages
+
+    if not script.task:
+        raise ValueError("The recipe has no 'task' field, so there is no environment to evaluate in.")
+    task = get_task(script.task)
+    task_kwargs = dict(script.task_kwargs or {})
+    model, tokenizer = load_policy_model(checkpoint, script.algorithm)
+    data_return = dataset_return(script.dataset)
+    conditioning = None
+    if getattr(config, "reward_conditioned", False):
+        rows = load_episodes(script.dataset)
+        target = max(validate_row(row, i).total_reward for i, row in enumerate(rows))
+        conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
+    policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
+    results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, range(seed, seed + episodes),
+                      task.max_turns, progress=progress, desc=f"Evaluating {Path(checkpoint).name}")
+    score = score_episodes(results, task.anchors(data_return, **task_kwargs))
+    report = {
+        "run": Path(checkpoint).name,
+        "algorithm": script.algorithm,
+        "task": script.task,
+        "task_kwargs": task_kwargs,
+        "dataset_return": data_return,
+        **score.as_dict(),
+        "examples": [r.messages for r in results[:3]],
+    }
+    Path(checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_score_line(report: dict) -> str:
+    return (f"{report['run']}: return {report['mean_return']:.2f} [{report['ci_low']:.2f}, {report['ci_high']:.2f}], "
+            f"success {report['success_rate']:.0%}, normalized {report['normalized']:.1f} "
+            f"[{report['normalized_low']:.1f}, {report['normalized_high']:.1f}]")
+
+
+def compare_runs(run_dirs: list[str | Path], plot_path: str | Path | None = None) -> str:
+    """A markdown table of several evaluated runs, and a bar chart of their normalized scores."""
+    reports = []
+    for run in run_dirs:
+        path = Path(run) / "eval.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing. Evaluate the run first: lmrl eval RECIPE --checkpoint {run}")
+        reports.append(json.loads(path.read_text()))
+    lines = [
+        "| run | algorithm | mean return [95% CI] | success | normalized [95% CI] | episodes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        lines.append(
+            f"| {r['run']} | {r['algorithm']} | {r['mean_return']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+            f"{r['success_rate']:.0%} | {r['normalized']:.1f} [{r['normalized_low']:.1f}, {r['normalized_high']:.1f}] | "
+            f"{r['episodes']} |"
+        )
+    if plot_path is not None:
+        _bar_chart(reports, Path(plot_path))
+    return "\n".join(lines)
+
+
+def _bar_chart(reports: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["run"] for r in reports]
+    values = [r["normalized"] for r in reports]
+    errors = [[v - r["normalized_low"] for v, r in zip(values, reports)],
+              [r["normalized_high"] - v for v, r in zip(values, reports)]]
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
+    ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="dataset average (50)")
+    ax.axhline(100, color="black", linestyle=":", linewidth=1, label="best possible (100)")
+    ax.set_ylabel("normalized score")
+    task = reports[0].get("task", "")
+    ax.set_title(f"{task}: normalized score, 95% CI")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
