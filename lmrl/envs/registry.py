@@ -28,7 +28,7 @@ class Task:
     max_new_tokens: int = 16
 
 
-_MODULES = {"maze": "lmrl.tasks.maze"}
+_MODULES = {"maze": "lmrl.tasks.maze", "wordle": "lmrl.tasks.wordle"}
 
 
 def get_task(name: str) -> Task:

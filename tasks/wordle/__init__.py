@@ -1,0 +1,49 @@
+"""Wordle: the real game over a list of 2,000 common English words (after the ILQL paper and LMRL-Gym)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmrl.envs import TaskAnchors
+from lmrl.envs.registry import Task
+
+from .data import WordleBehaviourPolicy, generate_wordle_episodes, parse_history
+from .env import WordleEnv
+from .game import GUESSES, Solver, answers, feedback, vocabulary
+
+REFERENCE_FILE = Path(__file__).with_name("solver_reference.json")
+REFERENCE_ANSWERS = 100  # the first 100 evaluation answers
+
+
+def solver_reference(recompute: bool = False) -> dict:
+    """The solver's average return on the first 100 evaluation answers (cached in a JSON file):
+    `python -c "from lmrl.tasks.wordle import solver_reference; solver_reference(recompute=True)"`."""
+    if REFERENCE_FILE.exists() and not recompute:
+        return json.loads(REFERENCE_FILE.read_text())
+    solver = Solver()
+    guesses = [solver.play(answer) for answer in answers("eval")[:REFERENCE_ANSWERS]]
+    returns = [-(g - 1) if g <= GUESSES else -float(GUESSES) for g in guesses]
+    reference = {"solver": "greedy max-entropy over candidates (pool 300)", "answers": REFERENCE_ANSWERS,
+                 "mean_guesses": sum(guesses) / len(guesses), "mean_return": sum(returns) / len(returns)}
+    REFERENCE_FILE.write_text(json.dumps(reference, indent=2) + "\n")
+    return reference
+
+
+def wordle_anchors(dataset_return: float) -> TaskAnchors:
+    """0 = never solving (-6), 50 = the dataset's average return, 100 = the reference solver."""
+    return TaskAnchors(minimum=-float(GUESSES), dataset=dataset_return, best=solver_reference()["mean_return"])
+
+
+TASK = Task(
+    "wordle",
+    make_env=lambda split="eval", **_: WordleEnv(split),
+    make_data=lambda n, seed=0, progress=True, **kwargs: generate_wordle_episodes(n, seed=seed, progress=progress,
+                                                                                 **kwargs),
+    anchors=lambda dataset_return, **_: wordle_anchors(dataset_return),
+    max_turns=GUESSES,
+    max_new_tokens=4,
+)
+
+__all__ = ["Solver", "TASK", "WordleBehaviourPolicy", "WordleEnv", "answers", "feedback", "generate_wordle_episodes",
+           "parse_history", "solver_reference", "vocabulary", "wordle_anchors"]

@@ -1,0 +1,55 @@
+"""Wordle as a text environment: -1 for every guess that is not the answer, 6 guesses."""
+
+from __future__ import annotations
+
+import random
+
+from .game import GUESSES, answers, feedback, vocabulary
+
+SYSTEM_PROMPT = (
+    "Let's play Wordle. Guess the secret 5-letter word in 6 tries. After each guess you see one letter "
+    "per position: g = right letter, right place; y = in the word but elsewhere; b = not in the word."
+)
+
+
+class WordleEnv:
+    """Reply with a 5-letter word. Feedback is shown as e.g. `b y g b b`. A guess that is not in the
+    word list costs -1 and uses up a try (the feedback says so); the answer costs 0 and ends the game.
+    Returns are therefore -(guesses - 1) when solved and -6 when not.
+
+    Example:
+        ```python
+        >>> env = WordleEnv(split="eval")
+        >>> env.reset(seed=0)
+        'Your first guess?'
+        >>> env.step("crane")  # the answer is "badge"
+        ('b b y b g', -1.0, False, {})
+        ```
+    """
+
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(self, split: str = "eval"):
+        self.answers = answers(split)
+        self.valid = frozenset(vocabulary())
+        self.answer = self.answers[0]
+        self.history: list[tuple[str, str]] = []
+        self.tries = 0
+
+    def reset(self, seed: int | None = None) -> str:
+        self.answer = random.Random(seed).choice(self.answers)
+        self.history = []
+        self.tries = 0
+        return "Your first guess?"
+
+    def step(self, text: str) -> tuple[str, float, bool, dict]:
+        word = text.strip().lower().rstrip(".!")
+        self.tries += 1
+        out_of_tries = self.tries >= GUESSES
+        if word not in self.valid:
+            return "Not a valid word; guess a 5-letter English word.", -1.0, out_of_tries, {"invalid": True}
+        if word == self.answer:
+            return "Solved!", 0.0, True, {"success": True}
+        pattern = feedback(word, self.answer)
+        self.history.append((word, pattern))
+        return " ".join(pattern), -1.0, out_of_tries, {}

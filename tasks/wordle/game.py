@@ -1,0 +1,121 @@
+"""Wordle rules, the word list and a reference solver."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+WORD_FILE = Path(__file__).with_name("words.txt")
+GUESSES = 6
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> tuple[str, ...]:
+    """The 2,000 valid words (see make_word_list.py for how the list was made)."""
+    return tuple(WORD_FILE.read_text().split())
+
+
+def answers(split: str = "all") -> tuple[str, ...]:
+    """Secret words: every 5th word of the list is held out for evaluation."""
+    words = vocabulary()
+    if split == "eval":
+        return words[::5]
+    if split == "train":
+        return tuple(w for i, w in enumerate(words) if i % 5)
+    if split == "all":
+        return words
+    raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}.")
+
+
+def feedback(guess: str, answer: str) -> str:
+    """One letter per position: 'g' right letter in the right place, 'y' in the word elsewhere,
+    'b' not in the word. Repeated letters: greens are matched first, then yellows left to right,
+    each using up one unmatched copy in the answer (so extra copies get 'b')."""
+    result = ["b"] * 5
+    unmatched = Counter(a for g, a in zip(guess, answer) if g != a)
+    for i, (g, a) in enumerate(zip(guess, answer)):
+        if g == a:
+            result[i] = "g"
+    for i, g in enumerate(guess):
+        if result[i] != "g" and unmatched[g] > 0:
+            result[i] = "y"
+            unmatched[g] -= 1
+    return "".join(result)
+
+
+def _encode(words) -> np.ndarray:
+    return np.array([[ord(c) - 97 for c in w] for w in words], dtype=np.int64)
+
+
+def feedback_codes(guess: str, words: np.ndarray) -> np.ndarray:
+    """`feedback(guess, w)` for every encoded word at once, as base-3 codes (b=0, y=1, g=2)."""
+    g = np.array([ord(c) - 97 for c in guess])
+    green = words == g  # [N, 5]
+    counts = np.zeros((len(words), 26), dtype=np.int64)
+    rows = np.arange(len(words))
+    for i in range(5):
+        np.add.at(counts, (rows[~green[:, i]], words[~green[:, i], i]), 1)
+    codes = np.zeros(len(words), dtype=np.int64)
+    for i in range(5):
+        yellow = ~green[:, i] & (counts[:, g[i]] > 0)
+        counts[yellow, g[i]] -= 1
+        codes += (2 * green[:, i] + yellow) * 3**i
+    return codes
+
+
+def code_of(pattern: str) -> int:
+    return sum("byg".index(ch) * 3**i for i, ch in enumerate(pattern))
+
+
+class Solver:
+    """Greedy information-maximizing player: guess the candidate whose feedback splits the remaining
+    candidates into the most even groups (highest entropy), among at most `pool` candidates.
+    Its average return over the evaluation answers is the task's best-possible anchor."""
+
+    def __init__(self, words: tuple[str, ...] | None = None, pool: int = 300, seed: int = 0):
+        self.words = tuple(words or vocabulary())
+        self.encoded = _encode(self.words)
+        self.pool = pool
+        self.rng = random.Random(seed)
+        self._opener: str | None = None
+
+    def _entropy(self, guess: str, candidates: np.ndarray) -> float:
+        _, counts = np.unique(feedback_codes(guess, self.encoded[candidates]), return_counts=True)
+        p = counts / counts.sum()
+        return float(-(p * np.log(p)).sum())
+
+    def guess(self, history: list[tuple[str, str]]) -> str:
+        if not history:  # the opener is the same every game
+            if self._opener is None:
+                self._opener = self._best(np.arange(len(self.words)))
+            return self._opener
+        candidates = np.arange(len(self.words))
+        for word, pattern in history:
+            candidates = candidates[feedback_codes(word, self.encoded[candidates]) == code_of(pattern)]
+        if len(candidates) == 0:
+            raise ValueError("No word of the list fits this feedback.")
+        return self._best(candidates)
+
+    def _best(self, candidates: np.ndarray) -> str:
+        if len(candidates) <= 2:
+            return self.words[candidates[0]]
+        pool = candidates if len(candidates) <= self.pool else sorted(self.rng.sample(list(candidates), self.pool))
+        return max((self.words[i] for i in pool), key=lambda w: self._entropy(w, candidates))
+
+    def play(self, answer: str) -> int:
+        """Number of guesses it needs (GUESSES + 1 when it fails)."""
+        history: list[tuple[str, str]] = []
+        for turn in range(1, GUESSES + 1):
+            word = self.guess(history)
+            if word == answer:
+                return turn
+            history.append((word, feedback(word, answer)))
+        return GUESSES + 1
+
+
+def consistent(word: str, history: list[tuple[str, str]]) -> bool:
+    return all(feedback(guess, word) == pattern for guess, pattern in history)

@@ -1,0 +1,79 @@
+"""Wordle: feedback rules (repeated letters included), the environment, behaviour data, the solver."""
+
+import pytest
+from lmrl.tasks.wordle import (
+    Solver,
+    WordleEnv,
+    answers,
+    feedback,
+    generate_wordle_episodes,
+    parse_history,
+    solver_reference,
+    vocabulary,
+)
+from lmrl.tasks.wordle.game import _encode, code_of, consistent, feedback_codes
+
+
+@pytest.mark.parametrize(
+    "guess, answer, expected",
+    [
+        ("crane", "crane", "ggggg"),
+        ("crane", "light", "bbbbb"),
+        ("speed", "abide", "bbyby"),  # doubled guess letter, one 'e' in the answer: only the first is yellow
+        ("speed", "erase", "ybyyb"),  # doubled guess letter, two 'e's in the answer: both yellow
+        ("eerie", "there", "ybybg"),  # the green 'e' is matched first, leaving one 'e' for a yellow
+        ("lolly", "alloy", "yygbg"),  # three l's against two: the green takes one, the first other gets the last
+        ("abbey", "kebab", "yygyb"),  # the green b is matched first, the other b takes the remaining copy
+        ("geese", "eerie", "bgybg"),  # two greens use two e's, the third e of the answer makes one yellow
+    ],
+)
+def test_feedback_follows_the_standard_rules(guess, answer, expected):
+    assert feedback(guess, answer) == expected
+
+
+def test_vectorized_feedback_agrees_with_the_rules():
+    words = vocabulary()[:300]
+    encoded = _encode(words)
+    for guess in ("speed", "eerie", "lolly", "crane", words[7]):
+        codes = feedback_codes(guess, encoded)
+        assert [code_of(feedback(guess, w)) for w in words] == list(codes)
+
+
+def test_word_list_is_real_five_letter_words_and_evaluation_answers_are_held_out():
+    words = vocabulary()
+    assert len(words) == 2000 and len(set(words)) == 2000
+    assert all(len(w) == 5 and w.isalpha() and w.islower() for w in words)
+    assert {"about", "crane", "house"} <= set(words)
+    assert not set(answers("train")) & set(answers("eval")) and len(answers("eval")) == 400
+
+
+def test_env_scores_guesses_and_handles_invalid_words():
+    env = WordleEnv("eval")
+    env.reset(seed=0)
+    env.answer = "abide"
+    assert env.step("speed") == ("b b y b y", -1.0, False, {})
+    assert env.step("qzxvw") == ("Not a valid word; guess a 5-letter English word.", -1.0, False, {"invalid": True})
+    assert env.step(" Abide ") == ("Solved!", 0.0, True, {"success": True})
+    env.reset(seed=1)
+    for _ in range(5):
+        assert not env.step("zzzzz")[2]
+    assert env.step("zzzzz")[2]  # the sixth try ends the game
+
+
+def test_behaviour_data_mixes_random_and_consistent_guesses():
+    episodes = generate_wordle_episodes(40, random_share=0.0, seed=2, progress=False)
+    for episode in episodes:
+        history = parse_history(episode.messages)
+        for i, (guess, _) in enumerate(history):
+            assert consistent(guess, history[:i])  # every guess fits all earlier feedback
+    mean = sum(e.total_reward for e in episodes) / len(episodes)
+    noisy = generate_wordle_episodes(40, random_share=1.0, seed=2, progress=False)
+    assert sum(e.total_reward for e in noisy) / len(noisy) < mean - 1.0
+    assert all(-6 <= e.total_reward <= 0 for e in episodes + noisy)
+
+
+def test_solver_solves_and_its_reference_is_cached():
+    solver = Solver()
+    assert all(solver.play(answer) <= 6 for answer in answers("eval")[:10])
+    reference = solver_reference()
+    assert -3.0 < reference["mean_return"] < -1.5 and reference["answers"] == 100
