@@ -311,3 +311,25 @@ def test_ilql_tau_is_passed_to_the_expectile(tau):
     outputs.values = torch.tensor([[1.0, 0.0, 3.0, 4.0, 5.0]])  # u = (1, 1, 0) -> 2 tau / 3
     _, stats = ilql_loss(outputs, **batch, tau=tau, gamma=0.5)
     assert close(stats["loss/v"], 2 * tau / 3)
+
+
+def test_diagnostics_compare_data_and_sampled_advantages_and_measure_dr3():
+    from lmrl.losses import ilql_diagnostics
+
+    # tokens: [obs, act, act, obs, act]; steps (state t -> token t+1) with actions: t = 0, 1, 3
+    action_mask = torch.tensor([[0, 1, 1, 0, 1]])
+    input_ids = torch.tensor([[0, 1, 2, 0, 1]])
+    hidden = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.0]]])  # phi per position
+    values = torch.zeros(1, 5)
+    q_values = torch.tensor([[[1.0, 2.0, 0.0, 3.0]], [[5.0, 5.0, 5.0, 5.0]]])  # min over heads = first
+    # the policy puts all its mass on token 2, whose Q is 7 at every action state
+    logits = torch.full((1, 5, 3), -1e9)
+    logits[..., 2] = 0.0
+    q_logits = torch.tensor([[[0.0, 0.0, 7.0]] * 3] * 2)
+    outputs = SimpleNamespace(q_values=q_values, values=values, logits=logits, q_logits=q_logits,
+                              hidden_states=hidden)
+    stats = ilql_diagnostics(outputs, input_ids, action_mask)
+    assert stats["diagnostics/advantage_data"] == pytest.approx((1.0 + 2.0 + 3.0) / 3)
+    assert stats["diagnostics/advantage_sampled"] == pytest.approx(7.0)
+    # consecutive action states: 0 -> 1 (phi . phi = 1*2 = 2), 1 -> 3 (2*3 = 6); step 3 has no next
+    assert stats["diagnostics/dr3"] == pytest.approx((2.0 + 6.0) / 2)

@@ -97,7 +97,8 @@ def test_ilql_trains_saves_loads_and_generates_on_each_architecture(tokenizer, t
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss))
     logged = {key for entry in trainer.state.log_history for key in entry}
-    assert {"loss/q", "loss/v", "loss/cql", "loss/bc", "values/q", "values/v", "values/advantage"} <= logged
+    assert {"loss/q", "loss/v", "loss/cql", "loss/bc", "values/q", "values/v", "values/advantage",
+            "diagnostics/advantage_data", "diagnostics/advantage_sampled", "diagnostics/dr3"} <= logged
     trainer.save_model()
     loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(args.output_dir)
     assert loaded.config.text_config.model_type == architecture

@@ -39,18 +39,25 @@ def next_state_values(
 
     values [B, T] (V after each token), action_mask / attention_mask [B, T], dones [B].
     """
+    next_position, has_next = next_action_steps(action_mask)
+    state_values = values[:, :-1]  # [B, L]: V of the state each step acts in
+    next_v = state_values.gather(1, next_position)
+    last = attention_mask.sum(dim=1).long() - 1  # [B]
+    final_v = values.gather(1, last[:, None]) * (1.0 - dones.to(values.dtype))[:, None]  # [B, 1]
+    return torch.where(has_next, next_v, final_v)
+
+
+def next_action_steps(action_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every step t [B, L]: the index of the next action step after t (skipping observation
+    tokens), and whether there is one."""
     steps = action_mask[:, 1:].bool()  # [B, L], L = T-1
     batch, length = steps.shape
-    position = torch.arange(length, device=values.device).expand(batch, length)
+    position = torch.arange(length, device=action_mask.device).expand(batch, length)
     sentinel = length
     action_position = torch.where(steps, position, sentinel)
     later = torch.cat([action_position[:, 1:], action_position.new_full((batch, 1), sentinel)], dim=1)
     next_position = later.flip(1).cummin(dim=1).values.flip(1)  # first action strictly after t
-    state_values = values[:, :-1]  # [B, L]: V of the state each step acts in
-    next_v = state_values.gather(1, next_position.clamp(max=length - 1))
-    last = attention_mask.sum(dim=1).long() - 1  # [B]
-    final_v = values.gather(1, last[:, None]) * (1.0 - dones.to(values.dtype))[:, None]  # [B, 1]
-    return torch.where(next_position < sentinel, next_v, final_v)
+    return next_position.clamp(max=length - 1), next_position < sentinel
 
 
 def td_targets(rewards: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -137,6 +144,33 @@ def ilql_loss(
         }
     )
     return loss, {k: v.detach() for k, v in stats.items()}
+
+
+@torch.no_grad()
+def ilql_diagnostics(outputs, input_ids: torch.Tensor, action_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Signs of divergence to watch while training (logged, not optimized):
+
+    - `diagnostics/advantage_data` vs `diagnostics/advantage_sampled`: min_k Q_k - V on the data's
+      tokens vs on tokens sampled from the model's own pi_beta. Sampled tokens valued far above the
+      data's mean Q is extrapolating off the data.
+    - `diagnostics/dr3`: mean dot product of the features of consecutive action states,
+      phi(s) . phi(s') (DR3, Kumar et al. 2022); steady growth signals feature co-adaptation.
+    """
+    steps = action_mask[:, 1:].bool()
+    state_values = outputs.values[:, :-1][steps]  # [N]
+    stats = {"diagnostics/advantage_data": (outputs.q_values.min(dim=0).values[steps] - state_values).mean()}
+    if outputs.q_logits is not None and outputs.logits is not None:
+        probs = torch.softmax(outputs.logits[:, :-1][steps].float(), dim=-1)  # [N, V]
+        sampled = torch.multinomial(probs, 1)  # [N, 1]
+        q_sampled = outputs.q_logits.gather(-1, sampled[None].expand(len(outputs.q_logits), -1, -1))
+        stats["diagnostics/advantage_sampled"] = (q_sampled.min(dim=0).values.squeeze(-1) - state_values).mean()
+    if outputs.hidden_states is not None:
+        features = outputs.hidden_states[:, :-1].float()  # [B, L, h]
+        next_position, has_next = next_action_steps(action_mask)
+        following = features.gather(1, next_position[..., None].expand_as(features))
+        pairs = steps & has_next
+        stats["diagnostics/dr3"] = (features * following).sum(-1)[pairs].mean() if pairs.any() else features.new_zeros(())
+    return stats
 
 
 def monte_carlo_returns(rewards: torch.Tensor, action_mask: torch.Tensor, gamma: float) -> torch.Tensor:

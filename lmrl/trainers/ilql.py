@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, TrainerCallback
 
-from ..losses.ilql import ilql_loss
+from ..losses.ilql import ilql_diagnostics, ilql_loss
 from ..models import AutoModelForCausalLMWithILQLHeads
 from ..models.configuration import DECODING_FIELDS
 from .base import LMRLConfig, LMRLTrainer
@@ -131,6 +131,11 @@ class ILQLTrainer(LMRLTrainer):
         if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
             model.start_heads_at(min(0.0, min(train_dataset["returns"])))
 
+    def _should_log_diagnostics(self) -> bool:
+        """Diagnostics cost a sample over the vocabulary: compute them on the steps that get logged."""
+        interval = self.args.logging_steps
+        return not self.model.training or interval <= 1 or (self.state.global_step + 1) % int(interval) == 0
+
     def model_inputs(self, inputs: dict) -> dict:
         return {
             **super().model_inputs(inputs),
@@ -155,4 +160,6 @@ class ILQLTrainer(LMRLTrainer):
             awac_beta=args.awac_beta,
         )
         self.record(stats)
+        if self._should_log_diagnostics():
+            self.record(ilql_diagnostics(outputs, inputs["input_ids"], inputs["action_mask"]))
         return (loss, outputs) if return_outputs else loss
