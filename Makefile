@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo quickstart test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,21 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+DEMO_ALGOS ?= bc pbc mc ilql
+DEMO_EPISODES ?= 100
+
+# The main job: maze behaviour data -> BC, %BC, MC and ILQL on tiny models -> online evaluation on
+# held-out starts -> one table and runs/maze/compare.png. About 5 minutes on 2 CPU cores.
 demo: install
-	$(BIN)/python examples/ilql_quickstart.py --out runs/demo
+	$(BIN)/lmrl make-data maze --episodes 1000 --out runs/data/maze.jsonl
+	for algo in $(DEMO_ALGOS); do \
+		$(BIN)/lmrl train recipes/maze/$$algo.yaml > runs/maze-$$algo-train.log || exit 1; \
+		$(BIN)/lmrl eval recipes/maze/$$algo.yaml --episodes $(DEMO_EPISODES) || exit 1; \
+	done
+	$(BIN)/lmrl compare $(addprefix runs/maze/,$(DEMO_ALGOS)) --plot runs/maze/compare.png
+
+quickstart: install
+	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -20,12 +20,20 @@ class ValueLearningConfig(LMRLConfig):
         head_type: `"tied"` Q heads (a few % of the base parameters) or `"untied"` vocabulary heads.
         beta, advantage_clip, guidance_top_k, guidance_top_p: decoding settings saved with the model.
     Parameters that control the training:
-        gamma: discount per action token. cql_weight: weight of the conservative (CQL) term.
+        gamma: discount per action token. reward_scale: rewards are multiplied by it for value learning.
+        cql_weight: weight of the conservative (CQL) term; its pull does not shrink with the rewards,
+            so lower it together with reward_scale.
         bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
             behaviour policy pi_beta, which guided decoding reweights.
     """
 
     gamma: float = field(default=0.99, metadata={"help": "Discount factor per action token."})
+    reward_scale: float = field(
+        default=1.0,
+        metadata={"help": "Multiply rewards by this before learning values. Keeps the TD loss on the scale of "
+                  "the LM loss they share a trunk with (e.g. 0.1 for -1-per-step tasks); beta then acts on "
+                  "the scaled values."},
+    )
     cql_weight: float = field(default=0.1, metadata={"help": "Weight of the CQL term (ILQL paper: 0.1)."})
     bc_weight: float = field(
         default=1.0, metadata={"help": "Weight of the LM cross-entropy on actions (learns pi_beta)."}
@@ -129,7 +137,7 @@ class ILQLTrainer(LMRLTrainer):
 
     def _initialize_from_data(self, model, train_dataset, args) -> None:
         if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
-            model.start_heads_at(min(0.0, min(train_dataset["returns"])))
+            model.start_heads_at(min(0.0, min(train_dataset["returns"])) * args.reward_scale)
 
     def _should_log_diagnostics(self) -> bool:
         """Diagnostics cost a sample over the vocabulary: compute them on the steps that get logged."""
@@ -151,7 +159,7 @@ class ILQLTrainer(LMRLTrainer):
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["action_mask"],
-            inputs["rewards"],
+            inputs["rewards"] * args.reward_scale,
             inputs["dones"],
             tau=args.tau,
             gamma=args.gamma,

@@ -32,7 +32,7 @@ class MCTrainer(ILQLTrainer):
             outputs,
             inputs["input_ids"],
             inputs["action_mask"],
-            inputs["rewards"],
+            inputs["rewards"] * args.reward_scale,
             gamma=args.gamma,
             cql_weight=args.cql_weight,
             bc_weight=args.bc_weight,
