@@ -98,6 +98,18 @@ def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float =
     return torch.exp(awac_beta * advantages.detach()).clamp(max=max_weight)
 
 
+def _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, bc_weights, stats) -> torch.Tensor:
+    """`cql_weight * L_CQL + bc_weight * L_BC` (each only when its weight is > 0); records both in `stats`."""
+    total = outputs.values.new_zeros(())
+    if cql_weight > 0:
+        stats["loss/cql"] = cql_loss(outputs.q_logits, actions)
+        total = total + cql_weight * stats["loss/cql"]
+    if bc_weight > 0:
+        stats["loss/bc"] = bc_loss(outputs.logits[:, :-1][steps], actions, bc_weights)
+        total = total + bc_weight * stats["loss/bc"]
+    return total
+
+
 def ilql_loss(
     outputs,
     input_ids: torch.Tensor,
@@ -124,16 +136,9 @@ def ilql_loss(
     loss = loss_q + loss_v
 
     stats = {"loss/q": loss_q, "loss/v": loss_v}
-    if cql_weight > 0:
-        loss_cql = cql_loss(outputs.q_logits, actions)
-        loss = loss + cql_weight * loss_cql
-        stats["loss/cql"] = loss_cql
     advantage = outputs.target_q_values.min(dim=0).values - state_values  # [B, L]
-    if bc_weight > 0:
-        weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 else None
-        loss_bc = bc_loss(outputs.logits[:, :-1][steps], actions, weights)
-        loss = loss + bc_weight * loss_bc
-        stats["loss/bc"] = loss_bc
+    weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 and bc_weight > 0 else None
+    loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, weights, stats)
 
     stats.update(
         {
@@ -204,14 +209,7 @@ def mc_loss(
     loss_v = masked_mean((state_values - returns).pow(2), steps)
     loss = loss_q + loss_v
     stats = {"loss/q": loss_q, "loss/v": loss_v}
-    if cql_weight > 0:
-        loss_cql = cql_loss(outputs.q_logits, actions)
-        loss = loss + cql_weight * loss_cql
-        stats["loss/cql"] = loss_cql
-    if bc_weight > 0:
-        loss_bc = bc_loss(outputs.logits[:, :-1][steps], actions)
-        loss = loss + bc_weight * loss_bc
-        stats["loss/bc"] = loss_bc
+    loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, None, stats)
     stats["values/q"] = masked_mean(outputs.q_values.min(dim=0).values, steps)
     stats["values/v"] = masked_mean(state_values, steps)
     stats["values/return"] = masked_mean(returns, steps)

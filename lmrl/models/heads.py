@@ -34,7 +34,7 @@ class TiedQHead(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.mlp(hidden)
+        return self.mlp(hidden)  # g(h) [..., h]
 
     def forward(
         self,
@@ -42,7 +42,12 @@ class TiedQHead(nn.Module):
         output_embedding: torch.Tensor,
         token_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        g = self.mlp(hidden)  # [..., h]
+        return self.scores(self.features(hidden), output_embedding, token_ids)
+
+    def scores(
+        self, g: torch.Tensor, output_embedding: torch.Tensor, token_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Q from precomputed features, for the given tokens [..., k] or the vocabulary [..., V]."""
         weight = output_embedding.detach().to(g.dtype)  # [V, h]; Q never moves the LM head
         if token_ids is None:
             return g @ weight.T + self.bias.to(g.dtype)  # [..., V]
@@ -57,16 +62,23 @@ class UntiedQHead(nn.Module):
         super().__init__()
         self.mlp = _mlp(hidden_size, 2 * hidden_size, vocab_size)
 
+    def features(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp[1](self.mlp[0](hidden))  # [..., 2h]
+
     def forward(
         self,
         hidden: torch.Tensor,
         output_embedding: torch.Tensor | None = None,
         token_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if token_ids is None:
-            return self.mlp(hidden)
-        z = self.mlp[1](self.mlp[0](hidden))  # [..., 2h]
+        return self.scores(self.features(hidden), output_embedding, token_ids)
+
+    def scores(
+        self, z: torch.Tensor, output_embedding: torch.Tensor | None = None, token_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = self.mlp[2]
+        if token_ids is None:
+            return out(z)
         rows = out.weight[token_ids]  # [..., k, 2h]
         return torch.einsum("...d,...kd->...k", z, rows) + out.bias[token_ids]
 

@@ -269,14 +269,20 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
 
     def _training_outputs(self, out, hidden, input_ids, action_mask, compute_q_logits) -> ILQLOutput:
         states = hidden[:, :-1]  # [B, T-1, h]: the state each next token is chosen in
-        actions = input_ids[:, 1:]  # [B, T-1]
-        q_values = self._q(self.q_heads, states, actions[..., None]).squeeze(-1)  # [K, B, T-1]
+        actions = input_ids[:, 1:, None]  # [B, T-1, 1]
+        embedding = self.get_output_embeddings().weight
+        features = [head.features(states) for head in self.q_heads]  # computed once per head
+        q_values = torch.stack(
+            [head.scores(f, embedding, actions).squeeze(-1) for head, f in zip(self.q_heads, features)]
+        )  # [K, B, T-1]
         with torch.no_grad():
-            target_q_values = self._q(self.target_q_heads, states, actions[..., None]).squeeze(-1)
+            target_q_values = self._q(self.target_q_heads, states, actions).squeeze(-1)
         q_logits = None
         if compute_q_logits:
-            action_states = states[action_mask[:, 1:].bool()]  # [N, h]
-            q_logits = self._q(self.q_heads, action_states, None)  # [K, N, V]
+            steps = action_mask[:, 1:].bool()
+            q_logits = torch.stack(
+                [head.scores(f[steps], embedding) for head, f in zip(self.q_heads, features)]
+            )  # [K, N, V]: full vocabulary at the N action states only
         return ILQLOutput(
             logits=out.logits,
             q_values=q_values,
