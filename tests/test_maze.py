@@ -80,3 +80,10 @@ def test_behaviour_data_is_suboptimal_by_the_intended_amount():
 def test_unknown_layout_is_an_error_naming_the_choices():
     with pytest.raises(ValueError, match="ring"):
         MazeEnv("nope")
+
+
+def test_partially_observed_data_shows_only_the_open_moves_and_still_reaches_the_goal():
+    episodes = generate_maze_episodes(20, observation="partial", detour_share=0.0, epsilon=0.0, progress=False)
+    observations = [m["content"] for e in episodes for m in e.messages if m["role"] == "user"]
+    assert all(o.startswith("Open: ") for o in observations)
+    assert all(e.success for e in episodes)

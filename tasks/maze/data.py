@@ -57,19 +57,22 @@ def parse_position(text: str):
 
 
 def generate_maze_episodes(n: int, layout: str = "ring", detour_share: float = 0.6, epsilon: float = 0.5,
-                           max_turns: int = 20, seed: int = 0, progress: bool = True) -> list[EpisodeResult]:
-    """`n` behaviour episodes (fully observed, training starts). Each episode gets its own walker,
-    so the scripted policy runs one episode at a time (it is cheap)."""
-    env_kwargs = {"layout": layout, "observation": "full", "starts": "train"}
+                           max_turns: int = 20, seed: int = 0, observation: str = "full", progress: bool = True
+                           ) -> list[EpisodeResult]:
+    """`n` behaviour episodes from the training starts, fully or partially observed. The scripted
+    walkers read the true position from the environment (they are not limited by the observation),
+    one episode at a time, each with its own walker (this is cheap)."""
+    env_kwargs = {"layout": layout, "observation": observation, "starts": "train"}
     behaviour = MazeBehaviourPolicy(env_kwargs, detour_share, epsilon, seed)
     rng = random.Random(seed)
     results = []
     for i in tqdm(range(n), desc=f"Maze behaviour episodes ({layout})", disable=not progress, leave=False):
+        env = MazeEnv(**env_kwargs)
         walker = {"kind": "detour" if rng.random() < detour_share else "noisy", "reached_waypoint": False}
 
-        def policy(conversations, walker=walker):
-            return [behaviour.act(walker, parse_position(conversations[0][-1]["content"]))]
+        def policy(conversations, env=env, walker=walker):
+            return [behaviour.act(walker, env.position)]
 
-        results += rollout(lambda: MazeEnv(**env_kwargs), policy, [seed * 1_000_003 + i], max_turns,
-                           batch_size=1, progress=False)
+        results += rollout(lambda env=env: env, policy, [seed * 1_000_003 + i], max_turns, batch_size=1,
+                           progress=False)
     return results
