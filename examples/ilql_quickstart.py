@@ -1,4 +1,4 @@
-"""Quickstart: BC imitates the logged replies, ILQL learns the rewarded ones. CPU, about two minutes.
+"""Quickstart: BC imitates the logged replies, ILQL learns the rewarded ones. CPU, under a minute.
 
     python examples/ilql_quickstart.py [--out runs/quickstart]
 
