@@ -207,3 +207,24 @@ def test_logits_processor_cache_follows_beam_reordering_and_left_padding(tokeniz
     cached = frozen.generate(**kwargs, logits_processor=[ValueGuidedLogitsProcessor(model, pad_token_id=pad)])
     reference = frozen.generate(**kwargs, logits_processor=[_RecomputingProcessor(model, pad_token_id=pad)])
     assert torch.equal(cached, reference)
+
+
+def test_logits_processor_takes_the_prompt_attention_mask_when_pad_is_also_bos(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    _randomize_heads(model)
+    frozen = _base(tokenizer, seed=5)
+    pad = tokenizer.pad_token_id
+    short, long = [pad] + encode_prompt(tokenizer, "Pick:"), encode_prompt(tokenizer, "Pick a door: which one?")
+    ids = torch.tensor([[pad] * (len(long) - len(short)) + short, long])  # row 0 starts with a real BOS = pad
+    attention_mask = (torch.arange(ids.shape[1]) >= len(long) - len(short)).long().expand(2, -1).clone()
+    attention_mask[1] = 1
+    kwargs = dict(input_ids=ids, attention_mask=attention_mask, max_new_tokens=5, num_beams=2, do_sample=False,
+                  pad_token_id=pad)
+    by_mask = frozen.generate(**kwargs, logits_processor=[ValueGuidedLogitsProcessor(model, attention_mask=attention_mask)])
+    reference = frozen.generate(
+        **kwargs, logits_processor=[_RecomputingProcessor(model, attention_mask=attention_mask)]
+    )
+    assert torch.equal(by_mask, reference)
+    processor = ValueGuidedLogitsProcessor(model, attention_mask=attention_mask)
+    processor._advance(ids)
+    assert processor._mask[0].tolist() == attention_mask[0].tolist()  # the leading real BOS is kept

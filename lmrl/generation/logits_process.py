@@ -25,6 +25,9 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
             guides the full vocabulary. Defaults to `value_model.config.guidance_top_k`.
         top_p (`float`, *optional*): nucleus filter inside the top-k. Defaults to the model config.
         pad_token_id (`int`, *optional*): id of left padding in batched prompts, so it is masked.
+        attention_mask (`torch.Tensor`, *optional*): the prompts' attention mask, as given to
+            `generate()`. Preferred over `pad_token_id` when the pad token can also start a prompt
+            (GPT-2 style tokenizers, where pad = BOS = EOS).
 
     Examples:
 
@@ -49,6 +52,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         top_p: float | None = None,
         clip: float | None = None,
         pad_token_id: int | None = None,
+        attention_mask: torch.Tensor | None = None,
     ):
         config = value_model.config
         self.value_model = value_model
@@ -57,6 +61,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         self.top_p = config.guidance_top_p if top_p is None else top_p
         self.clip = config.advantage_clip if clip is None else clip
         self.pad_token_id = pad_token_id
+        self.prompt_attention_mask = attention_mask
         self._reset()
 
     def _reset(self) -> None:
@@ -98,7 +103,12 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
                 self._seen = input_ids
                 return
         self._mask = torch.ones_like(input_ids)
-        if self.pad_token_id is not None:  # mask left padding only
+        prompt_mask = self.prompt_attention_mask
+        if prompt_mask is not None and prompt_mask.shape[1] <= input_ids.shape[1]:
+            if prompt_mask.shape[0] != input_ids.shape[0]:  # beams / samples repeat each prompt
+                prompt_mask = prompt_mask.repeat_interleave(input_ids.shape[0] // prompt_mask.shape[0], dim=0)
+            self._mask[:, : prompt_mask.shape[1]] = prompt_mask.to(input_ids.device)
+        elif self.pad_token_id is not None:  # mask left padding only
             self._mask = ((input_ids != self.pad_token_id).cumsum(-1) > 0).long()
         self._run(input_ids, self._mask)
         self._seen = input_ids
