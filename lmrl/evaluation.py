@@ -10,11 +10,9 @@ from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
 from .envs.registry import get_task
 
 
-def dataset_return(source) -> float:
-    """Average episode return of a dataset (the 50 anchor of the normalized score)."""
-    rows = load_episodes(source)
-    returns = [validate_row(row, i).total_reward for i, row in enumerate(rows)]
-    return mean_ci(returns)[0]
+def dataset_returns(source) -> list[float]:
+    """Every episode's return (their mean is the 50 anchor of the normalized score)."""
+    return [validate_row(row, i).total_reward for i, row in enumerate(load_episodes(source))]
 
 
 def load_policy_model(checkpoint: str | Path, algorithm: str):
@@ -39,11 +37,11 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     task = get_task(script.task)
     task_kwargs = dict(script.task_kwargs or {})
     model, tokenizer = load_policy_model(checkpoint, script.algorithm)
-    data_return = dataset_return(script.dataset)
+    returns = dataset_returns(script.dataset)
+    data_return = mean_ci(returns)[0]
     conditioning = None
-    if getattr(config, "reward_conditioned", False):
-        rows = load_episodes(script.dataset)
-        target = max(validate_row(row, i).total_reward for i, row in enumerate(rows))
+    if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
+        target = max(returns)
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
     policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
     results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, range(seed, seed + episodes),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 
@@ -44,8 +45,6 @@ def train_tokenizer(
 
 def tiny_config(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2, **overrides):
     """A small config of a real architecture ('gpt2', 'llama', 'qwen2', 'gpt_neox', 'mistral')."""
-    from transformers import AutoConfig
-
     vocab = len(tokenizer)
     common = {"vocab_size": vocab, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
               "pad_token_id": tokenizer.pad_token_id}
@@ -84,8 +83,6 @@ def episode_texts(rows) -> list[str]:
 def build_tiny(rows, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
                vocab_size: int = 512, chat_template: bool = False, seed: int = 0, **overrides):
     """A tokenizer trained on the episodes' text and a fresh tiny model of `architecture` for it."""
-    import torch
-
     tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None)
     torch.manual_seed(seed)
     return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides), tokenizer

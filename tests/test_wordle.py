@@ -11,7 +11,7 @@ from lmrl.tasks.wordle import (
     solver_reference,
     vocabulary,
 )
-from lmrl.tasks.wordle.game import _encode, code_of, consistent, feedback_codes
+from lmrl.tasks.wordle.game import code_of, consistent, encode_words, feedback_codes
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_feedback_follows_the_standard_rules(guess, answer, expected):
 
 def test_vectorized_feedback_agrees_with_the_rules():
     words = vocabulary()[:300]
-    encoded = _encode(words)
+    encoded = encode_words(words)
     for guess in ("speed", "eerie", "lolly", "crane", words[7]):
         codes = feedback_codes(guess, encoded)
         assert [code_of(feedback(guess, w)) for w in words] == list(codes)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from .guidance import guided_scores
-
 
 class ValueGuidedLogitsProcessor(LogitsProcessor):
     r"""
@@ -122,14 +120,9 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         hidden = self._hidden
         vocab = model.get_output_embeddings().weight.shape[0]
         usable = scores[..., :vocab].to(model.device)  # ids the value model has no row for are dropped
-        guided = guided_scores(
-            usable,
-            lambda ids: model.min_q(hidden, ids),
-            model.v_head(hidden),
-            beta=self.beta,
-            clip=self.clip,
-            top_k=self.top_k,
-            top_p=self.top_p,
+        guided = model.guide(
+            usable, hidden, beta=self.beta, advantage_clip=self.clip, guidance_top_k=self.top_k,
+            guidance_top_p=self.top_p,
         ).to(scores.device, scores.dtype)
         if scores.shape[-1] > vocab:
             guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)

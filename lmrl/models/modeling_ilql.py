@@ -203,17 +203,20 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         """`min_k Q_k(s, .)` for the given tokens [..., k] or the whole vocabulary [..., V]."""
         return self._q(self.q_heads, hidden, token_ids).min(dim=0).values
 
-    def guide(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Guided next-token scores for base `logits` [..., V] at states `hidden` [..., h]."""
-        config = self.config
+    def guide(self, logits: torch.Tensor, hidden: torch.Tensor, **overrides) -> torch.Tensor:
+        """Guided next-token scores for base `logits` [..., V] at states `hidden` [..., h].
+
+        Settings come from the config; `overrides` (beta, advantage_clip, guidance_top_k,
+        guidance_top_p) replace them for this call."""
+        settings = {key: getattr(self.config, key) for key in DECODING_FIELDS} | overrides
         return guided_scores(
             logits,
             lambda ids: self.min_q(hidden, ids),
             self.v_head(hidden),
-            beta=config.beta,
-            clip=config.advantage_clip,
-            top_k=config.guidance_top_k,
-            top_p=config.guidance_top_p,
+            beta=settings["beta"],
+            clip=settings["advantage_clip"],
+            top_k=settings["guidance_top_k"],
+            top_p=settings["guidance_top_p"],
         )
 
     # ---------------------------------------------------------------- forward

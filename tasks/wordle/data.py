@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from lmrl.envs import EpisodeResult, rollout
 
 from .env import WordleEnv
-from .game import GUESSES, consistent, vocabulary
+from .game import GUESSES, consistent_indices, encode_words, vocabulary
 
 
 def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
@@ -29,6 +29,7 @@ class WordleBehaviourPolicy:
         self.random_share = random_share
         self.rng = random.Random(seed)
         self.words = vocabulary()
+        self.encoded = encode_words(self.words)
 
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         replies = []
@@ -37,8 +38,8 @@ class WordleBehaviourPolicy:
                 replies.append(self.rng.choice(self.words))
                 continue
             history = parse_history(conversation)
-            options = [w for w in self.words if consistent(w, history)] or list(self.words)
-            replies.append(self.rng.choice(options))
+            options = consistent_indices(self.encoded, history)
+            replies.append(self.words[self.rng.choice(options)] if len(options) else self.rng.choice(self.words))
         return replies
 
 

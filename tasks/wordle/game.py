@@ -47,7 +47,7 @@ def feedback(guess: str, answer: str) -> str:
     return "".join(result)
 
 
-def _encode(words) -> np.ndarray:
+def encode_words(words) -> np.ndarray:
     return np.array([[ord(c) - 97 for c in w] for w in words], dtype=np.int64)
 
 
@@ -71,6 +71,14 @@ def code_of(pattern: str) -> int:
     return sum("byg".index(ch) * 3**i for i, ch in enumerate(pattern))
 
 
+def consistent_indices(encoded: np.ndarray, history: list[tuple[str, str]]) -> np.ndarray:
+    """Indices of the encoded words that would have produced every (guess, pattern) in `history`."""
+    candidates = np.arange(len(encoded))
+    for word, pattern in history:
+        candidates = candidates[feedback_codes(word, encoded[candidates]) == code_of(pattern)]
+    return candidates
+
+
 class Solver:
     """Greedy information-maximizing player: guess the candidate whose feedback splits the remaining
     candidates into the most even groups (highest entropy), among at most `pool` candidates.
@@ -78,7 +86,7 @@ class Solver:
 
     def __init__(self, words: tuple[str, ...] | None = None, pool: int = 300, seed: int = 0):
         self.words = tuple(words or vocabulary())
-        self.encoded = _encode(self.words)
+        self.encoded = encode_words(self.words)
         self.pool = pool
         self.rng = random.Random(seed)
         self._opener: str | None = None
@@ -93,9 +101,7 @@ class Solver:
             if self._opener is None:
                 self._opener = self._best(np.arange(len(self.words)))
             return self._opener
-        candidates = np.arange(len(self.words))
-        for word, pattern in history:
-            candidates = candidates[feedback_codes(word, self.encoded[candidates]) == code_of(pattern)]
+        candidates = consistent_indices(self.encoded, history)
         if len(candidates) == 0:
             raise ValueError("No word of the list fits this feedback.")
         return self._best(candidates)
