@@ -4,9 +4,10 @@
     lmrl make-data TASK --episodes N --out PATH          behaviour-policy episodes as JSONL rows
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
+    lmrl convert TASK CORPUS_FILE --out PATH             a task's human corpus (its own format) as JSONL rows
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
-(`ILQLConfig`, `BCConfig`, `MCConfig`, which extend `transformers.TrainingArguments`). Command-line
+(`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, which extend `transformers.TrainingArguments`). Command-line
 `--field value` pairs override the file. Unknown fields are an error that lists the valid ones.
 """
 
@@ -22,9 +23,19 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .trainers import BCConfig, BCTrainer, ILQLConfig, ILQLTrainer, MCConfig, MCTrainer
+from .trainers import (
+    BCConfig,
+    BCTrainer,
+    CHAIConfig,
+    CHAITrainer,
+    ILQLConfig,
+    ILQLTrainer,
+    MCConfig,
+    MCTrainer,
+)
 
-ALGORITHMS = {"ilql": (ILQLConfig, ILQLTrainer), "bc": (BCConfig, BCTrainer), "mc": (MCConfig, MCTrainer)}
+ALGORITHMS = {"ilql": (ILQLConfig, ILQLTrainer), "bc": (BCConfig, BCTrainer), "mc": (MCConfig, MCTrainer),
+              "chai": (CHAIConfig, CHAITrainer)}
 
 
 @dataclass
@@ -49,6 +60,18 @@ class ScriptArguments:
     eval_dataset: str | None = field(default=None, metadata={"help": "Optional episodes to evaluate the loss on."})
     task: str | None = field(default=None, metadata={"help": "Task to evaluate online in (lmrl eval), e.g. maze."})
     task_kwargs: dict | None = field(default=None, metadata={"help": "Task options, e.g. {layout: ring}."})
+    proposal_model: str | None = field(
+        default=None,
+        metadata={"help": "Evaluate by propose-and-rank: this LM samples num_proposals replies and the trained "
+                  "model picks one (CHAI's critic; an ILQL model ranks by the sum of advantages). CHAI "
+                  "defaults to model_name_or_path."},
+    )
+    rank_proposals: int | None = field(
+        default=None, metadata={"help": "Replies proposed per turn when ranking (default: CHAI's num_proposals, or 8)."}
+    )
+    rank_temperature: float = field(
+        default=0.0, metadata={"help": "Ranking: 0 = best-scored reply, > 0 = sample softmax(score / T)."}
+    )
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -149,6 +172,21 @@ def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides:
     return report
 
 
+def convert(task_name: str, source: str, out: str) -> dict:
+    from .envs.registry import get_task
+
+    task = get_task(task_name)
+    if task.load_corpus is None:
+        raise ValueError(f"Task {task_name!r} has no human-corpus loader.")
+    rows = task.load_corpus(source)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return {"task": task_name, "source": source, "rows": len(rows), "out": str(path)}
+
+
 def _key_values(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -178,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
+    convert_parser = commands.add_parser("convert", help="Turn a task's human corpus into JSONL training rows.")
+    convert_parser.add_argument("task")
+    convert_parser.add_argument("source", help="The corpus file in its published format.")
+    convert_parser.add_argument("--out", required=True)
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command != "train" and args.command != "eval" and rest:
@@ -188,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
         elif args.command == "eval":
             evaluate(args.recipe, args.checkpoint, args.episodes, rest)
+        elif args.command == "convert":
+            print(json.dumps(convert(args.task, args.source, args.out), indent=2))
         elif args.command == "compare":
             from .evaluation import compare_runs
 

@@ -27,6 +27,30 @@ def load_policy_model(checkpoint: str | Path, algorithm: str):
     return model_class.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
+def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int):
+    """Propose-and-rank: a proposal LM samples replies, the checkpoint (a CHAI critic, or an ILQL
+    model scoring by the sum of advantages) picks one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .generation import ProposeAndRank
+    from .models import CHAICritic
+
+    if script.algorithm == "chai":
+        critic, critic_tokenizer = CHAICritic.from_pretrained(checkpoint), None
+        source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
+    else:
+        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm)
+        source = script.proposal_model
+    if not source:
+        raise ValueError("Propose-and-rank needs a proposal LM: set 'proposal_model' in the recipe.")
+    proposal = AutoModelForCausalLM.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    k = script.rank_proposals or getattr(config, "num_proposals", 8)
+    return ProposeAndRank(proposal, tokenizer, critic, k=k, temperature=script.rank_temperature,
+                          max_new_tokens=max_new_tokens, critic_tokenizer=critic_tokenizer,
+                          max_length=getattr(config, "max_length", None))
+
+
 def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
                         progress: bool = True) -> dict:
     """Roll out `episodes` evaluation episodes with the checkpoint's greedy (guided) policy."""
@@ -36,14 +60,17 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         raise ValueError("The recipe has no 'task' field, so there is no environment to evaluate in.")
     task = get_task(script.task)
     task_kwargs = dict(script.task_kwargs or {})
-    model, tokenizer = load_policy_model(checkpoint, script.algorithm)
     returns = dataset_returns(script.dataset)
     data_return = mean_ci(returns)[0]
     conditioning = None
     if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
         target = max(returns)
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
-    policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
+    if script.algorithm == "chai" or script.proposal_model:
+        policy = rank_policy(script, config, checkpoint, task.max_new_tokens)
+    else:
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm)
+        policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
     results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, range(seed, seed + episodes),
                       task.max_turns, progress=progress, desc=f"Evaluating {Path(checkpoint).name}")
     score = score_episodes(results, task.anchors(data_return, **task_kwargs))

@@ -12,7 +12,7 @@ class TextEnv(Protocol):
     `reset(seed)` starts an episode and returns the first observation (a user message).
     `step(text)` applies the agent's reply and returns `(observation, reward, done, info)`; an
     invalid reply is handled as the task defines (typically a penalty and the episode goes on),
-    never an exception. `system_prompt` (optional attribute) is sent before the first observation.
+    never an exception. `system_prompt` (optional attribute, read after `reset`) is sent before the first observation.
     """
 
     def reset(self, seed: int | None = None) -> str: ...

@@ -18,6 +18,8 @@ class Task:
     make_env(split, **kwargs): a fresh environment; split "eval" uses held-out starts/answers.
     make_data(n, seed, **kwargs): n behaviour-policy episodes.
     anchors(dataset_return, **kwargs): the normalized-score anchors.
+    critic_features(messages, reply): optional numeric features of a reply for the CHAI critic.
+    load_corpus(path): optional loader of the task's human corpus (its published format) into rows.
     """
 
     name: str
@@ -26,9 +28,11 @@ class Task:
     anchors: Callable[..., TaskAnchors]
     max_turns: int
     max_new_tokens: int = 16
+    critic_features: Callable[[list[dict], str], list[float]] | None = None
+    load_corpus: Callable[..., list[dict]] | None = None
 
 
-_MODULES = {"maze": "lmrl.tasks.maze", "wordle": "lmrl.tasks.wordle"}
+_MODULES = {"maze": "lmrl.tasks.maze", "negotiation": "lmrl.tasks.negotiation", "wordle": "lmrl.tasks.wordle"}
 
 
 def get_task(name: str) -> Task:

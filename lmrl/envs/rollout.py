@@ -46,10 +46,11 @@ def rollout(
         envs = [make_env() for _ in chunk]
         episodes = [EpisodeResult(seed=seed) for seed in chunk]
         for env, episode, seed in zip(envs, episodes, chunk):
-            system = getattr(env, "system_prompt", None)
+            observation = env.reset(seed)
+            system = getattr(env, "system_prompt", None)  # read after reset: it may describe this episode
             if system:
                 episode.messages.append({"role": "system", "content": system})
-            episode.messages.append({"role": "user", "content": env.reset(seed)})
+            episode.messages.append({"role": "user", "content": observation})
         active = list(range(len(chunk)))
         for _ in range(max_turns):
             if not active:

@@ -1,4 +1,6 @@
 from .guidance import guided_scores
 from .logits_process import ValueGuidedLogitsProcessor
+from .propose import CriticScorer, ILQLScorer, ProposeAndRank, embed_token_lists, sample_replies
 
-__all__ = ["ValueGuidedLogitsProcessor", "guided_scores"]
+__all__ = ["CriticScorer", "ILQLScorer", "ProposeAndRank", "ValueGuidedLogitsProcessor", "embed_token_lists",
+           "guided_scores", "sample_replies"]

@@ -1,11 +1,14 @@
 from .base import LMRLConfig, LMRLTrainer
 from .bc import BCConfig, BCTrainer, condition_on_return, conditioned_messages
+from .chai import CHAIConfig, CHAITrainer
 from .ilql import ILQLConfig, ILQLTrainer, TargetUpdateCallback, ValueLearningConfig
 from .mc import MCConfig, MCTrainer
 
 __all__ = [
     "BCConfig",
     "BCTrainer",
+    "CHAIConfig",
+    "CHAITrainer",
     "ILQLConfig",
     "ILQLTrainer",
     "LMRLConfig",

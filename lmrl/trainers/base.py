@@ -88,6 +88,7 @@ class LMRLTrainer(Trainer):
         train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
         eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
         self._initialize_from_data(model, train_dataset, args)
+        model = self._model_to_train(model, train_dataset, args)
         if data_collator is None:
             data_collator = EpisodeCollator(pad_token_id(processing_class))
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -113,6 +114,10 @@ class LMRLTrainer(Trainer):
 
     def _initialize_from_data(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> None:
         """Set up anything that depends on the training data (e.g. where fresh heads start)."""
+
+    def _model_to_train(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> PreTrainedModel:
+        """The module the optimizer trains (the model itself, except for CHAI's critic)."""
+        return model
 
     def _episode_transform(self, args):
         return None

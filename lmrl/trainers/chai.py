@@ -1,0 +1,289 @@
+"""CHAI: critic-guided decoding (Verma et al., 2022). Trains an utterance-level double-Q critic
+offline over candidate sets {data reply} U {K proposals of the proposal LM} (DESIGN §5).
+
+The proposal LM (the `model` the trainer is given, frozen) samples K replies for every state of
+the data once, embeds contexts and replies, and the result is cached on disk (safetensors + a JSON
+of the proposals), so epochs and later runs with the same data and settings reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import default_data_collator
+
+from ..data import load_episodes, validate_row
+from ..data.tokenization import encode_prompt, pad_token_id
+from ..generation.propose import embed_token_lists, reply_ids, sample_replies
+from ..losses.chai import chai_loss
+from ..models.chai import CHAICritic, CHAICriticConfig
+from .base import LMRLConfig, LMRLTrainer
+from .ilql import TargetUpdateCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CHAIConfig(LMRLConfig):
+    """Configuration of [`CHAITrainer`].
+
+    Parameters that control the model:
+        critic_hidden_size, critic_num_layers: the MLP of each Q function.
+        critic_features: task whose `critic_features` adds numeric features per reply (e.g. "negotiation").
+    Parameters that control the proposals:
+        num_proposals: K replies sampled per state (for training and for decoding).
+        proposal_temperature, proposal_max_new_tokens, proposal_seed, proposal_batch_size: sampling.
+        proposal_cache_dir: where proposals and embeddings are cached (default: output_dir/proposals).
+    Parameters that control the training:
+        gamma: discount per agent turn. cql_weight: CQL over each state's candidates (0 = EMaQ only).
+        target_includes_data: the target's max also considers the data's next reply (on by default).
+        brac_weight: BRAC-style bonus `brac_weight * log pi(a'|s')` in the target (0 = off).
+        alpha, target_update_interval: Polyak averaging of the target critics.
+
+    Note: defaults that differ from `TrainingArguments`: `learning_rate=3e-4`,
+    `per_device_train_batch_size=64`, `num_train_epochs=20` (the critic is a small MLP).
+
+    Example:
+        ```python
+        >>> args = CHAIConfig(output_dir="out", num_proposals=8, cql_weight=1.0)
+        ```
+    """
+
+    gamma: float = field(default=0.99, metadata={"help": "Discount factor per agent turn."})
+    num_proposals: int = field(default=8, metadata={"help": "Replies sampled from the proposal LM per state."})
+    proposal_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the proposals."})
+    proposal_max_new_tokens: int = field(default=32, metadata={"help": "Longest proposal, in tokens."})
+    proposal_seed: int = field(default=0, metadata={"help": "Seed of the proposal sampling."})
+    proposal_batch_size: int = field(default=16, metadata={"help": "States sampled per generate() call."})
+    proposal_cache_dir: str | None = field(
+        default=None, metadata={"help": "Cache of proposals and embeddings (default: output_dir/proposals)."}
+    )
+    cql_weight: float = field(default=1.0, metadata={"help": "Weight of CQL over the candidate set (CHAI: 1.0)."})
+    brac_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the proposal log-prob bonus in the target (BRAC-style)."}
+    )
+    target_includes_data: bool = field(
+        default=True,
+        metadata={"help": "The target's max runs over the next state's proposals and the data's next reply, so "
+                  "a weak proposal LM cannot drag the values below what the data achieved."},
+    )
+    alpha: float = field(default=0.005, metadata={"help": "Polyak rate of the target critics."})
+    target_update_interval: int = field(default=1, metadata={"help": "Update the targets every this many steps."})
+    critic_hidden_size: int = field(default=256, metadata={"help": "Width of each Q MLP."})
+    critic_num_layers: int = field(default=2, metadata={"help": "Hidden layers of each Q MLP."})
+    critic_features: str | None = field(
+        default=None, metadata={"help": "Task whose critic_features are added per reply, e.g. negotiation."}
+    )
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the critic."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Transitions per device and step."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Passes over the transitions."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_proposals < 1:
+            raise ValueError(f"num_proposals must be >= 1, got {self.num_proposals}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+
+
+def episode_states(rows) -> tuple[list[list[dict]], list[dict]]:
+    """Every state the critic is trained on, and one transition per assistant turn.
+
+    A state is the conversation before an agent turn. Transition `{state, reply, reward, done,
+    next_state}`: `next_state` is the state before the next agent turn, the whole conversation for
+    a truncated episode's last turn (bootstrapped), and -1 after a terminal turn."""
+    states: list[list[dict]] = []
+    transitions: list[dict] = []
+    for index, row in enumerate(rows):
+        episode = validate_row(row, index)
+        messages = [{"role": t.role, "content": t.content} for t in episode.turns]
+        actions = [i for i, t in enumerate(episode.turns) if t.is_action]
+        first = len(states)
+        states += [messages[:i] for i in actions]
+        for j, i in enumerate(actions):
+            last = j == len(actions) - 1
+            next_state = first + j + 1 if not last else -1
+            if last and not episode.done:
+                states.append(messages)
+                next_state = len(states) - 1
+            transitions.append({"state": first + j, "reply": episode.turns[i].content,
+                                "reward": episode.turns[i].reward, "done": last and episode.done,
+                                "next_state": next_state})
+    return states, transitions
+
+
+class CHAITransitions(torch.utils.data.Dataset):
+    """Transitions with everything the critic's loss needs, gathered from the proposal cache."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], proposals: list[list[str]], transitions: list[dict],
+                 target_includes_data: bool = True):
+        self.tensors = tensors
+        self.proposals = proposals
+        self.transitions = transitions
+        self.target_includes_data = target_includes_data
+        # the data's reply in each state (-1 for bootstrap states of truncated rows, where there is none)
+        self.state_reply = torch.full((len(proposals),), -1, dtype=torch.long)
+        for i, t in enumerate(transitions):
+            self.state_reply[t["state"]] = i
+
+    def __len__(self) -> int:
+        return len(self.transitions)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        t = self.tensors
+        s = int(t["transition_state"][i])
+        n = int(t["transition_next"][i])
+        m = max(n, 0)
+        terminal = float(n < 0)
+        data = int(self.state_reply[m])  # the data's reply in the next state, a candidate of the target's max
+        has_data = float(self.target_includes_data and data >= 0 and n >= 0)
+        data = max(data, 0)
+        return {
+            "context": t["state_embedding"][s],
+            "candidates": torch.cat([t["reply_embedding"][i, None], t["proposal_embedding"][s]]),
+            "features": torch.cat([t["reply_features"][i, None], t["proposal_features"][s]]),
+            "rewards": t["transition_reward"][i],
+            "dones": t["transition_done"][i],
+            "next_context": t["state_embedding"][m] * (1 - terminal),
+            "next_candidates": torch.cat([t["reply_embedding"][data, None], t["proposal_embedding"][m]]) * (1 - terminal),
+            "next_features": torch.cat([t["reply_features"][data, None], t["proposal_features"][m]]) * (1 - terminal),
+            "next_logp": torch.cat([torch.zeros(1), t["proposal_logp"][m]]) * (1 - terminal),
+            "next_mask": torch.cat([torch.tensor([has_data]), torch.ones(t["proposal_logp"].shape[1])]),
+        }
+
+
+def _model_fingerprint(model) -> str:
+    digest = hashlib.sha256(str(getattr(model.config, "_name_or_path", "")).encode())
+    digest.update(model.config.to_json_string().encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            digest.update(f"{name}:{float(param.double().sum()):.10e}".encode())
+    return digest.hexdigest()
+
+
+def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, features=None,
+                       progress: bool = True) -> CHAITransitions:
+    """Sample proposals, embed contexts and replies, compute features; cached by content."""
+    states, transitions = episode_states(rows)
+    key_source = json.dumps({
+        "states": states, "transitions": transitions, "model": _model_fingerprint(proposal_model),
+        "k": args.num_proposals, "temperature": args.proposal_temperature, "seed": args.proposal_seed,
+        "max_new_tokens": args.proposal_max_new_tokens, "max_length": args.max_length,
+        "features": args.critic_features, "features_code": inspect.getsource(features) if features else None,
+    }, sort_keys=True)
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    cache = Path(args.proposal_cache_dir or Path(args.output_dir, "proposals"))
+    tensor_path, text_path = cache / f"{key}.safetensors", cache / f"{key}.json"
+    if tensor_path.is_file() and text_path.is_file():
+        logger.info("Reusing cached proposals %s", tensor_path)
+        return CHAITransitions(load_file(tensor_path), json.loads(text_path.read_text())["proposals"], transitions,
+                               args.target_includes_data)
+
+    torch.manual_seed(args.proposal_seed)
+    proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
+                                     args.proposal_temperature, args.proposal_max_new_tokens,
+                                     args.proposal_batch_size, args.max_length)
+    pad = pad_token_id(tokenizer)
+    contexts = [encode_prompt(tokenizer, s)[-args.max_length:] if args.max_length else encode_prompt(tokenizer, s)
+                for s in states]
+    k = args.num_proposals
+    flat = [reply_ids(tokenizer, p) for ps in proposals for p in ps]
+    data_replies = [reply_ids(tokenizer, t["reply"]) for t in transitions]
+    tensors = {
+        "state_embedding": embed_token_lists(proposal_model, contexts, pad),
+        "proposal_embedding": embed_token_lists(proposal_model, flat, pad).view(len(states), k, -1),
+        "reply_embedding": embed_token_lists(proposal_model, data_replies, pad),
+        "proposal_logp": logp.float(),
+        "transition_state": torch.tensor([t["state"] for t in transitions]),
+        "transition_next": torch.tensor([t["next_state"] for t in transitions]),
+        "transition_reward": torch.tensor([float(t["reward"]) for t in transitions]),
+        "transition_done": torch.tensor([float(t["done"]) for t in transitions]),
+    }
+    if features is not None:
+        tensors["proposal_features"] = torch.tensor(
+            [[features(s, p) for p in ps] for s, ps in zip(states, proposals)], dtype=torch.float32)
+        tensors["reply_features"] = torch.tensor(
+            [features(states[t["state"]], t["reply"]) for t in transitions], dtype=torch.float32)
+    else:
+        tensors["proposal_features"] = torch.zeros(len(states), k, 0)
+        tensors["reply_features"] = torch.zeros(len(transitions), 0)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = tensor_path.with_suffix(".tmp")
+    save_file({name: value.contiguous() for name, value in tensors.items()}, str(tmp))
+    text_path.write_text(json.dumps({"proposals": proposals, "states": len(states)}))
+    tmp.replace(tensor_path)  # written last and atomically: a half-written cache is never read
+    return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
+
+
+def task_features(name: str | None):
+    if not name:
+        return None
+    from ..envs.registry import get_task
+
+    features = get_task(name).critic_features
+    if features is None:
+        raise ValueError(f"critic_features: task {name!r} defines no critic features; leave the field empty.")
+    return features
+
+
+class CHAITrainer(LMRLTrainer):
+    """Trains a [`CHAICritic`] offline for propose-and-rank decoding with `model` as the frozen
+    proposal LM (id, path or object). Pass `critic=` to continue training a saved critic.
+
+    Example:
+        ```python
+        >>> trainer = CHAITrainer(model="runs/bc", args=CHAIConfig(output_dir="out"), train_dataset=rows)
+        >>> trainer.train()
+        >>> trainer.save_model()  # CHAICritic.from_pretrained("out"); ProposeAndRank(lm, tok, critic)
+        ```
+    """
+
+    def __init__(self, model, args: CHAIConfig, train_dataset=None, eval_dataset=None, processing_class=None,
+                 critic: CHAICritic | None = None, **kwargs):
+        self._critic = critic
+        kwargs.setdefault("data_collator", default_data_collator)
+        super().__init__(model, args, train_dataset, eval_dataset, processing_class, **kwargs)
+        self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval))
+
+    def _prepare_model(self, model, args):
+        self.proposal_model = model.to(args.device).eval().requires_grad_(False)
+        return model
+
+    def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
+        if dataset is None:
+            return None
+        return build_chai_dataset(load_episodes(dataset), self.proposal_model, tokenizer, args,
+                                  task_features(args.critic_features))
+
+    def _model_to_train(self, model, train_dataset, args):
+        if self._critic is not None:
+            return self._critic
+        tensors = train_dataset.tensors
+        return CHAICritic(CHAICriticConfig(
+            embedding_size=tensors["state_embedding"].shape[-1],
+            num_features=tensors["reply_features"].shape[-1],
+            hidden_size=args.critic_hidden_size,
+            num_layers=args.critic_num_layers,
+            features=args.critic_features,
+            proposal_model=str(getattr(model.config, "_name_or_path", "") or "") or None,
+        ))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        features = inputs["features"] if inputs["features"].shape[-1] else None
+        next_features = inputs["next_features"] if inputs["next_features"].shape[-1] else None
+        q = model(inputs["context"], inputs["candidates"], features)  # [n, B, 1 + K]
+        with torch.no_grad():
+            next_q = model(inputs["next_context"], inputs["next_candidates"], next_features, target=True)
+        args = self.args
+        loss, stats = chai_loss(q, next_q, inputs["rewards"], inputs["dones"], inputs["next_logp"],
+                                inputs["next_mask"], gamma=args.gamma, cql_weight=args.cql_weight,
+                                brac_weight=args.brac_weight)
+        self.record(stats)
+        return (loss, q) if return_outputs else loss
