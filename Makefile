@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo quickstart test lint bench clean
+.PHONY: install demo negotiation quickstart test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,19 @@ demo: install
 		$(BIN)/lmrl eval recipes/maze/$$algo.yaml --episodes $(DEMO_EPISODES) || exit 1; \
 	done
 	$(BIN)/lmrl compare $(addprefix runs/maze/,$(DEMO_ALGOS)) --plot runs/maze/compare.png
+
+NEGOTIATION_ALGOS ?= bc pbc chai ilql_rank
+NEGOTIATION_EPISODES ?= 200
+
+# CHAI on negotiation: seller data -> BC (the proposal LM), %BC, CHAI (critic ranks 8 BC proposals) and
+# utterance-level ILQL (ILQL heads rank them) -> evaluation against the buyer simulator -> one table.
+negotiation: install
+	$(BIN)/lmrl make-data negotiation --episodes 2000 --out runs/data/negotiation.jsonl
+	for algo in $(NEGOTIATION_ALGOS); do \
+		$(BIN)/lmrl train recipes/negotiation/$$algo.yaml > runs/negotiation-$$algo-train.log || exit 1; \
+		$(BIN)/lmrl eval recipes/negotiation/$$algo.yaml --episodes $(NEGOTIATION_EPISODES) || exit 1; \
+	done
+	$(BIN)/lmrl compare $(addprefix runs/negotiation/,$(NEGOTIATION_ALGOS)) --plot runs/negotiation/compare.png
 
 quickstart: install
 	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart

@@ -87,4 +87,15 @@ def test_every_shipped_recipe_parses(recipe):
     fields = read_recipe(ROOT / recipe)
     fields.pop("bf16", None)  # GPU recipes: bf16 needs a GPU to construct the config
     script, config = parse_recipe(fields, recipe)
-    assert script.algorithm in ("ilql", "bc", "mc") and config.output_dir.startswith("runs/")
+    assert script.algorithm in ("ilql", "bc", "mc", "chai") and config.output_dir.startswith("runs/")
+
+
+def test_convert_writes_a_human_corpus_as_training_rows(tmp_path, capsys):
+    out = tmp_path / "cb.jsonl"
+    assert main(["convert", "negotiation", str(ROOT / "tests" / "fixtures" / "craigslist_bargain.json"),
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and json.loads(capsys.readouterr().out)["rows"] == 3
+    assert rows[0]["messages"][0]["role"] == "system"
+    assert main(["convert", "maze", str(out), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "no human-corpus loader" in capsys.readouterr().err
