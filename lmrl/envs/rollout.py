@@ -21,10 +21,11 @@ class EpisodeResult:
     done: bool = False
     success: bool = False
     invalid_actions: int = 0
+    extra: dict = field(default_factory=dict)  # task fields kept with the row (e.g. a structured context)
 
     def as_row(self) -> dict:
         """The episode as a training row (DESIGN §2)."""
-        return {"messages": self.messages, "done": self.done}
+        return {"messages": self.messages, "done": self.done, **self.extra}
 
 
 def rollout(

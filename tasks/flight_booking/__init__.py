@@ -1,0 +1,61 @@
+"""Flight booking: an agent with a flight table serves a scripted customer (after AirDialogue / CALM)."""
+
+from lmrl.envs import TaskAnchors
+from lmrl.envs.registry import Task
+
+from .data import AgentBehaviour, generate_flight_episodes
+from .env import FlightBookingEnv, correct_action, meets, random_scenario
+from .format import STATUSES, parse_action, render_action, render_context
+from .relabel import relabel_context, relabel_row
+
+__all__ = ["STATUSES", "AgentBehaviour", "FlightBookingEnv", "TaskAnchors", "correct_action",
+           "generate_flight_episodes", "meets", "num_outcomes", "outcome_label", "parse_action",
+           "random_scenario", "relabel_context", "relabel_row", "render_action", "render_context"]
+
+NON_FLIGHT_OUTCOMES = ("cancel", "no_flight", "no_reservation")
+
+
+def num_outcomes(num_flights: int = 30, **_) -> int:
+    """Outcome classes of the CALM head: which row of the table was booked/changed, or one of the
+    three actions without a flight."""
+    return num_flights + len(NON_FLIGHT_OUTCOMES)
+
+
+def outcome_label(row: dict, **_) -> int:
+    """The class of the dialogue's final action (its position in the table for book/change)."""
+    action = row.get("action")
+    if not action:
+        raise ValueError("The row has no 'action' (the dialogue's final action); CALM's outcome head needs it.")
+    kb = row["context"]["kb"]
+    if action["status"] in NON_FLIGHT_OUTCOMES:
+        return len(kb) + NON_FLIGHT_OUTCOMES.index(action["status"])
+    numbers = [f["flight_number"] for f in kb]
+    if action["flight"] not in numbers:
+        raise ValueError(f"The row's action names flight {action['flight']}, which is not in its table.")
+    return numbers.index(action["flight"])
+
+
+def _make_env(split: str = "eval", num_flights: int = 30, **_) -> FlightBookingEnv:
+    return FlightBookingEnv(num_flights)
+
+
+def _make_data(n: int, seed: int = 0, progress: bool = True, num_flights: int = 30, **_):
+    return generate_flight_episodes(n, seed=seed, num_flights=num_flights, progress=progress)
+
+
+def _anchors(dataset_return: float, **_) -> TaskAnchors:
+    return TaskAnchors(minimum=0.0, dataset=dataset_return, best=1.0)
+
+
+def _load_corpus(path: str, kb_path: str | None = None):
+    from pathlib import Path
+
+    from .airdialogue import load_airdialogue
+
+    data = Path(path)
+    kb = Path(kb_path) if kb_path else data.with_name(data.name.replace("_data", "_kb"))
+    return load_airdialogue(data, kb)
+
+
+TASK = Task("flight_booking", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=24,
+            load_corpus=_load_corpus, relabel=relabel_row, outcome_label=outcome_label, num_outcomes=num_outcomes)

@@ -1,0 +1,158 @@
+"""Flight booking (after AirDialogue/CALM): an agent with a flight table serves a scripted customer.
+
+The customer has an intent: a goal (book, change or cancel) and constraints (airports, dates, time
+of day, price cap, stops, class). The agent sees the flight table and whether a reservation is on
+record, but learns the constraints only by asking. The episode ends with the agent's final action
+("Final action: book flight 1012.", "... change flight N", "cancel", "no flight", "no reservation").
+
+The correct action: book or change the cheapest flight that meets every constraint (lowest flight
+number on a tie), "no flight" when none does; change and cancel need a reservation, else
+"no reservation". Reward 1 for the correct final action (and flight), 0 otherwise, no partial
+credit; 0 too when the customer runs out of patience (`max_turns` agent turns).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from .format import parse_action, render_action, render_context
+
+AIRPORTS = ("ATL", "BOS", "DEN", "DFW", "DTW", "IAD", "JFK", "LAX", "ORD", "SFO")
+AIRLINES = ("AA", "UA", "DL", "WN", "B6")
+TIMES = {"morning": range(5, 12), "afternoon": range(12, 18), "evening": range(18, 24)}
+MONTH = "Feb"
+
+
+def time_of_day(hour: int) -> str:
+    return next(name for name, hours in TIMES.items() if hour in hours)
+
+
+def meets(flight: dict, intent: dict) -> bool:
+    """Whether `flight` satisfies every constraint of `intent`."""
+    return (flight["departure_airport"] == intent["departure_airport"]
+            and flight["return_airport"] == intent["return_airport"]
+            and flight["departure_day"] == intent["departure_day"]
+            and flight["return_day"] == intent["return_day"]
+            and flight["price"] <= intent["max_price"]
+            and flight["num_connections"] <= intent["max_connections"]
+            and flight["class"] == intent["class"]
+            and (intent["departure_time"] == "any" or time_of_day(flight["departure_time_num"]) == intent["departure_time"]))
+
+
+def correct_action(kb: list[dict], reservation: bool, intent: dict) -> tuple[str, int | None]:
+    """The final action the customer's intent calls for, given the table and the reservation."""
+    goal = intent["goal"]
+    if goal in ("change", "cancel") and not reservation:
+        return "no_reservation", None
+    if goal == "cancel":
+        return "cancel", None
+    matches = sorted((f for f in kb if meets(f, intent)), key=lambda f: (f["price"], f["flight_number"]))
+    if not matches:
+        return "no_flight", None
+    return goal, matches[0]["flight_number"]
+
+
+def random_flight(rng: random.Random, number: int) -> dict:
+    origin, destination = rng.sample(AIRPORTS, 2)
+    day = rng.randint(1, 25)
+    return {"flight_number": number, "airline": rng.choice(AIRLINES), "price": 50 * rng.randint(2, 16),
+            "num_connections": rng.choice((0, 0, 1, 1, 2)), "class": rng.choice(("economy", "economy", "business")),
+            "departure_airport": origin, "return_airport": destination, "departure_month": MONTH,
+            "departure_day": day, "departure_time_num": rng.randint(5, 23), "return_month": MONTH,
+            "return_day": day + rng.randint(1, 3), "return_time_num": rng.randint(5, 23)}
+
+
+def random_scenario(rng: random.Random, num_flights: int = 30) -> tuple[list[dict], bool, dict]:
+    """A flight table, a reservation flag and a customer intent. Tables usually hold a few flights
+    close to the intent, some meeting it and some missing one constraint."""
+    goal = rng.choices(("book", "change", "cancel"), weights=(6, 2, 2))[0]
+    kb = [random_flight(rng, 1000 + i) for i in range(num_flights)]
+    anchor = rng.choice(kb)
+    intent = {"goal": goal, "departure_airport": anchor["departure_airport"], "return_airport": anchor["return_airport"],
+              "departure_day": anchor["departure_day"], "return_day": anchor["return_day"],
+              "max_price": anchor["price"] + 50 * rng.randint(0, 4), "max_connections": rng.choice((0, 1, 2)),
+              "class": anchor["class"],
+              "departure_time": rng.choice(("any", "any", time_of_day(anchor["departure_time_num"])))}
+    # near misses and extra matches around the anchor: a sloppy agent that skips a question is caught
+    for flight in rng.sample(kb, min(len(kb), max(2, num_flights // 3))):
+        if flight is anchor:
+            continue
+        for key in ("departure_airport", "return_airport", "departure_day", "return_day", "class"):
+            flight[key] = intent[key]
+        flight["price"] = 50 * rng.randint(2, 16)
+    return kb, rng.random() < 0.8, intent
+
+
+QUESTIONS = {
+    "airports": re.compile(r"\b(from|where|airports?|cit(y|ies)|destination|route)\b", re.IGNORECASE),
+    "dates": re.compile(r"\b(dates?|when)\b", re.IGNORECASE),
+    "price": re.compile(r"\b(budget|price|cost|spend|afford)\b", re.IGNORECASE),
+    "stops": re.compile(r"\b(stops?|connections?|nonstop|direct)\b", re.IGNORECASE),
+    "time": re.compile(r"\b(time|morning|afternoon|evening)\b", re.IGNORECASE),
+    "class": re.compile(r"\b(class|economy|business)\b", re.IGNORECASE),
+}
+OPENERS = {"book": "Hi, I'd like to book a round trip.", "change": "Hello, I need to change my reservation.",
+           "cancel": "Hi, please cancel my reservation."}
+
+
+def answer(topic: str, intent: dict) -> str:
+    if topic == "airports":
+        return f"From {intent['departure_airport']} to {intent['return_airport']}."
+    if topic == "dates":
+        return f"Leaving {MONTH} {intent['departure_day']}, back {MONTH} {intent['return_day']}."
+    if topic == "price":
+        return f"My budget is ${intent['max_price']}."
+    if topic == "stops":
+        return "Nonstop only." if intent["max_connections"] == 0 else f"At most {intent['max_connections']} stops."
+    if topic == "time":
+        return "Any time is fine." if intent["departure_time"] == "any" else f"I prefer the {intent['departure_time']}."
+    return f"{intent['class'].capitalize()}, please."
+
+
+class FlightBookingEnv:
+    """The agent's side of a booking conversation with a scripted customer.
+
+    Example:
+        ```python
+        >>> env = FlightBookingEnv(num_flights=8)
+        >>> env.reset(seed=0)
+        "Hi, I'd like to book a round trip."
+        >>> env.step("Where are you flying from and to?")
+        ('From DEN to ORD.', 0.0, False, {...})
+        ```
+    """
+
+    def __init__(self, num_flights: int = 30, max_turns: int = 10):
+        self.num_flights = num_flights
+        self.max_turns = max_turns
+        self.system_prompt = ""
+
+    def reset(self, seed: int | None = None) -> str:
+        self.rng = random.Random(seed)
+        self.kb, self.reservation, self.intent = random_scenario(self.rng, self.num_flights)
+        self.turns = 0
+        self.system_prompt = render_context(self.kb, self.reservation)
+        return OPENERS[self.intent["goal"]]
+
+    @property
+    def context(self) -> dict:
+        return {"kb": self.kb, "reservation": self.reservation}
+
+    def step(self, text: str) -> tuple[str, float, bool, dict]:
+        self.turns += 1
+        action = parse_action(text)
+        if action is not None:
+            expected = correct_action(self.kb, self.reservation, self.intent)
+            success = action == expected
+            info = {"success": success, "action": action, "expected": expected, "invalid": False}
+            return "Thank you." if success else "That's not what I wanted.", float(success), True, info
+        topics = [topic for topic, pattern in QUESTIONS.items() if pattern.search(text)]
+        if self.turns >= self.max_turns:
+            return "I have to go.", 0.0, True, {"success": False, "invalid": not topics}
+        if not topics:
+            return "Sorry, what do you need to know?", 0.0, False, {"invalid": True}
+        return " ".join(answer(t, self.intent) for t in topics), 0.0, False, {"invalid": False}
+
+
+__all__ = ["AIRPORTS", "FlightBookingEnv", "correct_action", "meets", "random_scenario", "render_action"]
