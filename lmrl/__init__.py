@@ -6,6 +6,8 @@ from .models import AutoModelForCausalLMWithILQLHeads, CHAICritic, CHAICriticCon
 from .trainers import (
     BCConfig,
     BCTrainer,
+    CALMConfig,
+    CALMTrainer,
     CHAIConfig,
     CHAITrainer,
     ILQLConfig,
@@ -20,6 +22,8 @@ __all__ = [
     "AutoModelForCausalLMWithILQLHeads",
     "BCConfig",
     "BCTrainer",
+    "CALMConfig",
+    "CALMTrainer",
     "CHAIConfig",
     "CHAICritic",
     "CHAICriticConfig",

@@ -36,5 +36,11 @@ class EpisodeCollator:
             dtype = torch.float32 if key == "rewards" else torch.long
             rows = [list(f[key]) + [pad] * (length - len(f[key])) for f in features]
             batch[key] = torch.tensor(rows, dtype=dtype)
+        if "context_mask" in features[0]:  # CALM: which tokens are the task context
+            batch["context_mask"] = torch.tensor(
+                [list(f["context_mask"]) + [0] * (length - len(f["context_mask"])) for f in features])
+        for key in ("outcome", "outcome_query"):  # CALM: outcome class and where it is predicted from
+            if key in features[0]:
+                batch[key] = torch.tensor([int(f[key]) for f in features])
         batch["dones"] = torch.tensor([float(f.get("dones", 1.0)) for f in features])
         return batch

@@ -74,10 +74,12 @@ def prepare_dataset(
     max_length: int | None = None,
     num_proc: int | None = None,
     transform: Callable[[Episode], Episode] | None = None,
+    extra_columns: Callable[[dict, Episode, dict], dict] | None = None,
 ) -> Dataset:
     """Validate and tokenize every row into `input_ids, attention_mask, action_mask, rewards, dones`
     (plus `returns`, the episode's total reward, and `truncated`). `transform` may rewrite each
-    validated episode first (e.g. to add a return to condition on)."""
+    validated episode first (e.g. to add a return to condition on); `extra_columns(row, episode,
+    tokenized)` may add columns computed from the raw row and its tokens."""
     dataset = load_episodes(dataset)
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: there is nothing to train on.")
@@ -86,7 +88,10 @@ def prepare_dataset(
         episode = validate_row(row, index)
         if transform is not None:
             episode = transform(episode)
-        return tokenize_episode(tokenizer, episode, max_length).as_row(episode.total_reward)
+        tokenized = tokenize_episode(tokenizer, episode, max_length).as_row(episode.total_reward)
+        if extra_columns is not None:
+            tokenized.update(extra_columns(row, episode, tokenized))
+        return tokenized
 
     tokenized = dataset.map(
         encode,

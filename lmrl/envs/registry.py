@@ -20,8 +20,8 @@ class Task:
     anchors(dataset_return, **kwargs): the normalized-score anchors.
     critic_features(messages, reply): optional numeric features of a reply for the CHAI critic.
     load_corpus(path): optional loader of the task's human corpus (its published format) into rows.
-    relabel(row), outcome_label(row, **kwargs), num_outcomes(**kwargs): CALM's task relabelling and
-        the classes of its outcome head (optional).
+    relabel(row), outcome_label(row): CALM's task relabelling and the class of a dialogue's outcome
+        for its outcome head (optional).
     """
 
     name: str
@@ -34,7 +34,6 @@ class Task:
     load_corpus: Callable[..., list[dict]] | None = None
     relabel: Callable[[dict], dict | None] | None = None
     outcome_label: Callable[..., int] | None = None
-    num_outcomes: Callable[..., int] | None = None
 
 
 _MODULES = {"flight_booking": "lmrl.tasks.flight_booking", "maze": "lmrl.tasks.maze",

@@ -1,5 +1,6 @@
 from .base import LMRLConfig, LMRLTrainer
 from .bc import BCConfig, BCTrainer, condition_on_return, conditioned_messages
+from .calm import CALMConfig, CALMTrainer
 from .chai import CHAIConfig, CHAITrainer
 from .ilql import ILQLConfig, ILQLTrainer, TargetUpdateCallback, ValueLearningConfig
 from .mc import MCConfig, MCTrainer
@@ -7,6 +8,8 @@ from .mc import MCConfig, MCTrainer
 __all__ = [
     "BCConfig",
     "BCTrainer",
+    "CALMConfig",
+    "CALMTrainer",
     "CHAIConfig",
     "CHAITrainer",
     "ILQLConfig",

@@ -9,20 +9,15 @@ from .format import STATUSES, parse_action, render_action, render_context
 from .relabel import relabel_context, relabel_row
 
 __all__ = ["STATUSES", "AgentBehaviour", "FlightBookingEnv", "TaskAnchors", "correct_action",
-           "generate_flight_episodes", "meets", "num_outcomes", "outcome_label", "parse_action",
+           "generate_flight_episodes", "meets", "outcome_label", "parse_action",
            "random_scenario", "relabel_context", "relabel_row", "render_action", "render_context"]
 
 NON_FLIGHT_OUTCOMES = ("cancel", "no_flight", "no_reservation")
 
 
-def num_outcomes(num_flights: int = 30, **_) -> int:
-    """Outcome classes of the CALM head: which row of the table was booked/changed, or one of the
-    three actions without a flight."""
-    return num_flights + len(NON_FLIGHT_OUTCOMES)
-
-
 def outcome_label(row: dict, **_) -> int:
-    """The class of the dialogue's final action (its position in the table for book/change)."""
+    """The class of the dialogue's final action for CALM's outcome head: its row in the table for
+    book/change, else len(table) + the index of cancel / no_flight / no_reservation."""
     action = row.get("action")
     if not action:
         raise ValueError("The row has no 'action' (the dialogue's final action); CALM's outcome head needs it.")
@@ -58,4 +53,4 @@ def _load_corpus(path: str, kb_path: str | None = None):
 
 
 TASK = Task("flight_booking", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=24,
-            load_corpus=_load_corpus, relabel=relabel_row, outcome_label=outcome_label, num_outcomes=num_outcomes)
+            load_corpus=_load_corpus, relabel=relabel_row, outcome_label=outcome_label)

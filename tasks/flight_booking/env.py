@@ -28,16 +28,20 @@ def time_of_day(hour: int) -> str:
     return next(name for name, hours in TIMES.items() if hour in hours)
 
 
+ANY = ("any", "all", None)
+
+
 def meets(flight: dict, intent: dict) -> bool:
-    """Whether `flight` satisfies every constraint of `intent`."""
+    """Whether `flight` satisfies every constraint of `intent` ("any"/"all" leave one open)."""
     return (flight["departure_airport"] == intent["departure_airport"]
             and flight["return_airport"] == intent["return_airport"]
             and flight["departure_day"] == intent["departure_day"]
             and flight["return_day"] == intent["return_day"]
             and flight["price"] <= intent["max_price"]
             and flight["num_connections"] <= intent["max_connections"]
-            and flight["class"] == intent["class"]
-            and (intent["departure_time"] == "any" or time_of_day(flight["departure_time_num"]) == intent["departure_time"]))
+            and (intent.get("class") in ANY or flight["class"] == intent["class"])
+            and (intent.get("departure_time") in ANY
+                 or time_of_day(flight["departure_time_num"]) == intent["departure_time"]))
 
 
 def correct_action(kb: list[dict], reservation: bool, intent: dict) -> tuple[str, int | None]:

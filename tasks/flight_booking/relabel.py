@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 
-from .env import TIMES, correct_action, meets
+from .env import ANY, TIMES, correct_action, meets
 from .format import render_context
 
 
@@ -41,10 +41,11 @@ def relabel_context(kb: list[dict], reservation: bool, intent: dict, action: dic
     if chosen is None:
         return None
     for key in ("departure_airport", "return_airport", "departure_day", "return_day", "class"):
-        chosen[key] = intent[key]
+        if intent.get(key) not in ANY:
+            chosen[key] = intent[key]
     chosen["price"] = min(chosen["price"], intent["max_price"])
     chosen["num_connections"] = min(chosen["num_connections"], intent["max_connections"])
-    if intent["departure_time"] != "any" and chosen["departure_time_num"] not in TIMES[intent["departure_time"]]:
+    if intent.get("departure_time") in TIMES and chosen["departure_time_num"] not in TIMES[intent["departure_time"]]:
         chosen["departure_time_num"] = TIMES[intent["departure_time"]][0]
     for flight in kb:
         if flight is not chosen and meets(flight, intent) and (flight["price"], flight["flight_number"]) < (
@@ -57,8 +58,8 @@ def relabel_row(row: dict) -> dict | None:
     """A failed row rewritten to succeed: new context, its rendering in the system message, reward 1
     on the final action. Rows that already succeed come back unchanged; None if it cannot be done."""
     action, intent = row.get("action"), row["intent"]
-    expected = row.get("expected_action") or {}
-    if action is not None and (action["status"], action.get("flight")) == (expected.get("status"), expected.get("flight")):
+    rewards = [m.get("reward") or 0.0 for m in row["messages"] if m["role"] == "assistant"]
+    if rewards and rewards[-1] >= 1.0:  # already successful
         return row
     relabelled = relabel_context(row["context"]["kb"], row["context"]["reservation"], intent, action)
     if relabelled is None:

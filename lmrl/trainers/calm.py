@@ -1,0 +1,171 @@
+"""CALM: context-aware language modelling for goal-directed dialogue (Snell et al., 2022), DESIGN §5.
+
+The LM is trained on the agent's turns conditioned on the rendered task context (as BC), plus:
+- an auxiliary outcome head (`lmrl.models.calm.OutcomeHead`) that attends over the context tokens
+  from the point where the agent makes its final move, and predicts the dialogue's outcome;
+  `L = L_LM + outcome_weight * CrossEntropy(head, outcome)`;
+- task relabelling: a failed dialogue's context is rewritten so that what the agent did becomes
+  correct (the task's `relabel`), and the LM trains on the successful and the relabelled dialogues
+  (and on the failed originals too with `keep_failed`).
+The saved model is a plain causal LM (`AutoModelForCausalLM.from_pretrained`); the head is saved
+beside it (`outcome_head.safetensors`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..data import load_episodes, prepare_dataset
+from ..data.tokenization import episode_segments, tokenize_episode
+from ..losses.ilql import bc_loss
+from ..models.calm import OutcomeHead
+from .base import LMRLConfig, LMRLTrainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CALMConfig(LMRLConfig):
+    """Configuration of [`CALMTrainer`].
+
+    Parameters that control the data preprocessing:
+        outcome_task: the task that labels outcomes and relabels contexts (e.g. "flight_booking").
+        relabel: rewrite failed dialogues' contexts so they succeed, and train on them.
+        keep_failed: also train the LM on the failed dialogues as logged.
+    Parameters that control the training:
+        outcome_weight: weight of the outcome head's cross-entropy.
+
+    Example:
+        ```python
+        >>> args = CALMConfig(output_dir="out", outcome_task="flight_booking", outcome_weight=0.5)
+        ```
+    """
+
+    outcome_task: str | None = field(
+        default=None, metadata={"help": "Task giving outcome labels and relabelling, e.g. flight_booking."}
+    )
+    outcome_weight: float = field(default=0.5, metadata={"help": "Weight of the auxiliary outcome loss."})
+    relabel: bool = field(default=True, metadata={"help": "Rewrite failed dialogues' contexts to succeed."})
+    keep_failed: bool = field(default=False, metadata={"help": "Also imitate the failed dialogues as logged."})
+
+
+def _succeeded(row: dict) -> bool:
+    rewards = [m.get("reward") or 0.0 for m in row.get("messages") or [] if m.get("role") == "assistant"]
+    return bool(rewards) and rewards[-1] + (row.get("reward") or 0.0) >= 1.0
+
+
+def relabel_rows(rows: list[dict], relabel, keep_failed: bool = False) -> list[dict]:
+    """Successful rows, plus each failed row relabelled (and as logged with `keep_failed`)."""
+    out, relabelled, impossible = [], 0, 0
+    for row in rows:
+        if _succeeded(row):
+            out.append(row)
+            continue
+        new = relabel(row)
+        if new is None:
+            impossible += 1
+        else:
+            out.append(new)
+            relabelled += 1
+        if keep_failed:
+            out.append(row)
+    logger.warning("CALM relabelling: %d of %d dialogues failed; %d relabelled to succeed, %d could not be "
+                   "(their action contradicts the user's goal)%s.", relabelled + impossible, len(rows), relabelled,
+                   impossible, "; failed originals kept" if keep_failed else " and were left out")
+    return out
+
+
+class CALMTrainer(LMRLTrainer):
+    """LM loss on agent turns conditioned on the task context, an auxiliary outcome head over the
+    context, and task relabelling.
+
+    Example:
+        ```python
+        >>> args = CALMConfig(output_dir="out", outcome_task="flight_booking")
+        >>> trainer = CALMTrainer(model="gpt2", args=args, train_dataset=rows)
+        >>> trainer.train()
+        >>> trainer.save_model()  # AutoModelForCausalLM.from_pretrained("out")
+        ```
+    """
+
+    def _task(self, args: CALMConfig):
+        if not args.outcome_task:
+            return None
+        from ..envs.registry import get_task
+
+        task = get_task(args.outcome_task)
+        if task.outcome_label is None:
+            raise ValueError(f"outcome_task: task {args.outcome_task!r} has no outcome labels for CALM.")
+        return task
+
+    def _prepare_episodes(self, dataset, tokenizer, args: CALMConfig, train: bool):
+        if dataset is None:
+            return None
+        task = self._task(args)
+        rows = load_episodes(dataset).to_list()
+        if train and args.relabel and task is not None and task.relabel is not None:
+            rows = relabel_rows(rows, task.relabel, args.keep_failed)
+
+        def columns(row, episode, tokenized):
+            n = len(tokenized["input_ids"])
+            context = 0  # tokens up to the end of the system message (start tokens included)
+            if episode.turns[0].role == "system":
+                context = sum(len(ids) for ids, _, _ in episode_segments(tokenizer, episode.turns[:1]))
+            cut = len(tokenize_episode(tokenizer, episode).input_ids) - n if tokenized["truncated"] else 0
+            context = max(0, context - cut)
+            actions = tokenized["action_mask"]
+            last_start = max(i for i in range(n) if actions[i] and (i == 0 or not actions[i - 1]))
+            return {"context_mask": [1] * context + [0] * (n - context),
+                    "outcome": task.outcome_label(row) if task is not None else -100,
+                    "outcome_query": max(0, last_start - 1)}
+
+        dataset = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc, extra_columns=columns)
+        cut = sum(dataset["truncated"])
+        if cut:
+            logger.warning("CALM: %d of %d dialogues are longer than max_length=%s, so part of their context "
+                           "(e.g. the flight table) was cut. Raise max_length.", cut, len(dataset), args.max_length)
+        return dataset
+
+    def _model_to_train(self, model, train_dataset, args: CALMConfig):
+        task = self._task(args)
+        if task is not None and train_dataset is not None:
+            num_outcomes = max(train_dataset["outcome"]) + 1  # classes the data shows
+            hidden = model.config.get_text_config().hidden_size
+            model.add_module("outcome_head", OutcomeHead(hidden, num_outcomes).to(model.device))
+        return model
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        head = self.model._modules.pop("outcome_head", None)  # the LM is saved as a plain causal LM
+        try:
+            if state_dict is not None:
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith("outcome_head.")}
+            super()._save(output_dir, state_dict)
+            if head is not None:
+                head.save(output_dir or self.args.output_dir)
+        finally:
+            if head is not None:
+                self.model.add_module("outcome_head", head)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        output_hidden_states=True)
+        steps = inputs["action_mask"][:, 1:].bool()
+        loss_lm = bc_loss(outputs.logits[:, :-1][steps], inputs["input_ids"][:, 1:][steps])
+        loss = loss_lm
+        stats = {"loss/lm": loss_lm.detach()}
+        head = getattr(model, "outcome_head", None)
+        labels = inputs.get("outcome")
+        if head is not None and labels is not None and (labels >= 0).any():
+            logits = head(outputs.hidden_states[-1], inputs["context_mask"], inputs["outcome_query"])
+            valid = labels >= 0
+            loss_outcome = F.cross_entropy(logits[valid], labels[valid])
+            loss = loss + self.args.outcome_weight * loss_outcome
+            with torch.no_grad():
+                stats["loss/outcome"] = loss_outcome.detach()
+                stats["outcome/accuracy"] = (logits[valid].argmax(-1) == labels[valid]).float().mean()
+        self.record(stats)
+        return (loss, outputs) if return_outputs else loss

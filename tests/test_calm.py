@@ -1,0 +1,99 @@
+"""CALM: the outcome head over the context, relabelled training data, the trainer and its checkpoint."""
+
+import math
+
+import torch
+from lmrl.tasks.flight_booking import generate_flight_episodes, outcome_label
+
+from lmrl import CALMConfig, CALMTrainer
+from lmrl.models.calm import OutcomeHead
+from lmrl.trainers.calm import relabel_rows
+
+
+def test_the_outcome_head_learns_to_find_the_answer_in_the_context_above_chance():
+    """The class is written at a random context position among distractors; only attention over
+    the context (guided by the query) can read it."""
+    torch.manual_seed(0)
+    h, classes, length = 32, 6, 12
+    codes = torch.randn(classes, h)
+    marker = torch.randn(h)
+
+    def batch(n):
+        hidden = torch.randn(n, length, h) * 0.5
+        labels = torch.randint(classes, (n,))
+        where = torch.randint(0, length - 2, (n,))
+        hidden[torch.arange(n), where] = codes[labels] + 2 * marker
+        hidden[:, -1] = marker  # the query position
+        context = torch.zeros(n, length)
+        context[:, : length - 2] = 1
+        return hidden, context, torch.full((n,), length - 1), labels
+
+    head = OutcomeHead(h, classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(300):
+        hidden, context, query, labels = batch(64)
+        loss = torch.nn.functional.cross_entropy(head(hidden, context, query), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    hidden, context, query, labels = batch(500)
+    accuracy = (head(hidden, context, query).argmax(-1) == labels).float().mean().item()
+    assert accuracy > 3 / classes  # chance is 1/6
+
+
+def test_the_head_attends_only_to_context_tokens():
+    head = OutcomeHead(8, 3)
+    hidden = torch.randn(1, 5, 8)
+    context = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0]])
+    changed = hidden.clone()
+    changed[0, 2:4] = torch.randn(2, 8)  # outside the context, not the query (index 4)
+    torch.testing.assert_close(head(hidden, context, torch.tensor([4])), head(changed, context, torch.tensor([4])))
+
+
+def test_failed_dialogues_are_relabelled_and_the_impossible_ones_counted(caplog):
+    from lmrl.tasks.flight_booking import relabel_row
+
+    rows = [r.as_row() for r in generate_flight_episodes(120, seed=3, num_flights=6, progress=False)]
+    failed = sum(1 for r in rows if r["messages"][-1]["reward"] < 1)
+    out = relabel_rows(rows, relabel_row)
+    assert all(r["messages"][-1]["reward"] == 1.0 for r in out)
+    assert len(rows) - failed < len(out) <= len(rows)
+    assert "relabelled to succeed" in caplog.text
+    assert len(relabel_rows(rows, relabel_row, keep_failed=True)) == len(out) + failed
+
+
+def test_calm_trainer_trains_lm_and_outcome_head_and_saves_a_plain_causal_lm(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lmrl.tiny import build_tiny
+
+    rows = [r.as_row() for r in generate_flight_episodes(24, seed=0, num_flights=3, progress=False)]
+    model, tokenizer = build_tiny(rows, hidden_size=32, num_layers=1, vocab_size=300)
+    args = CALMConfig(output_dir=str(tmp_path), outcome_task="flight_booking", num_train_epochs=4,
+                      per_device_train_batch_size=8, learning_rate=3e-3, logging_steps=1, report_to="none",
+                      save_strategy="no", disable_tqdm=True, max_length=1024)
+    trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    item = trainer.train_dataset[0]
+    context = sum(item["context_mask"])
+    system = tokenizer(rows[0]["messages"][0]["content"])["input_ids"]
+    assert abs(context - len(system)) <= 2 and item["context_mask"][:context] == [1] * context
+    assert item["outcome"] == outcome_label(trainer_rows_first(trainer, rows))
+    head_before = [p.detach().clone() for p in trainer.model.outcome_head.parameters()]
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss/outcome" in e]
+    assert logs and all(math.isfinite(e["loss/outcome"]) for e in logs)
+    assert logs[-1]["loss/lm"] < logs[0]["loss/lm"]
+    assert any(not torch.equal(b, p) for b, p in zip(head_before, trainer.model.outcome_head.parameters()))
+    trainer.save_model()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)  # a plain LM: no unexpected head weights
+    assert not any(k.startswith("outcome_head") for k in loaded.state_dict())
+    head = OutcomeHead.load(tmp_path)
+    for a, b in zip(head.parameters(), trainer.model.outcome_head.parameters()):
+        torch.testing.assert_close(a, b.detach().cpu())
+
+
+def trainer_rows_first(trainer, rows):
+    """The first training row after relabelling (successful rows keep their order)."""
+    from lmrl.tasks.flight_booking import relabel_row
+
+    return relabel_rows(rows, relabel_row)[0]
