@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo negotiation quickstart test lint bench clean
+.PHONY: install demo negotiation flight_booking quickstart test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,21 @@ negotiation: install
 		$(BIN)/lmrl eval recipes/negotiation/$$algo.yaml --episodes $(NEGOTIATION_EPISODES) || exit 1; \
 	done
 	$(BIN)/lmrl compare $(addprefix runs/negotiation/,$(NEGOTIATION_ALGOS)) --plot runs/negotiation/compare.png
+
+FLIGHT_ALGOS ?= bc pbc ilql calm
+FLIGHT_EPISODES ?= 100
+
+# CALM on flight booking (4-flight tables for the CPU): agent data -> BC, %BC, ILQL, CALM, and CALM
+# with planning (the CALM model, each reply planned with the customer simulator) -> one table.
+flight_booking: install
+	$(BIN)/lmrl make-data flight_booking --episodes 1000 --option num_flights=4 --out runs/data/flight_booking.jsonl
+	for algo in $(FLIGHT_ALGOS); do \
+		$(BIN)/lmrl train recipes/flight_booking/$$algo.yaml > runs/flight_booking-$$algo-train.log || exit 1; \
+		$(BIN)/lmrl eval recipes/flight_booking/$$algo.yaml --episodes $(FLIGHT_EPISODES) || exit 1; \
+	done
+	$(BIN)/lmrl eval recipes/flight_booking/calm_plan.yaml --checkpoint runs/flight_booking/calm \
+		--out runs/flight_booking/calm_plan --episodes $(FLIGHT_EPISODES)
+	$(BIN)/lmrl compare $(addprefix runs/flight_booking/,$(FLIGHT_ALGOS) calm_plan) --plot runs/flight_booking/compare.png
 
 quickstart: install
 	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart

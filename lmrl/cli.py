@@ -7,7 +7,7 @@
     lmrl convert TASK CORPUS_FILE --out PATH             a task's human corpus (its own format) as JSONL rows
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
-(`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, which extend `transformers.TrainingArguments`). Command-line
+(`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, `CALMConfig`, which extend `transformers.TrainingArguments`). Command-line
 `--field value` pairs override the file. Unknown fields are an error that lists the valid ones.
 """
 
@@ -26,6 +26,8 @@ from transformers import HfArgumentParser
 from .trainers import (
     BCConfig,
     BCTrainer,
+    CALMConfig,
+    CALMTrainer,
     CHAIConfig,
     CHAITrainer,
     ILQLConfig,
@@ -35,7 +37,7 @@ from .trainers import (
 )
 
 ALGORITHMS = {"ilql": (ILQLConfig, ILQLTrainer), "bc": (BCConfig, BCTrainer), "mc": (MCConfig, MCTrainer),
-              "chai": (CHAIConfig, CHAITrainer)}
+              "chai": (CHAIConfig, CHAITrainer), "calm": (CALMConfig, CALMTrainer)}
 
 
 @dataclass
@@ -69,6 +71,11 @@ class ScriptArguments:
     rank_proposals: int | None = field(
         default=None, metadata={"help": "Replies proposed per turn when ranking (default: CHAI's num_proposals, or 8)."}
     )
+    plan_candidates: int = field(
+        default=0, metadata={"help": "Evaluate by CALM planning: candidates per turn, each simulated with the "
+                             "task's user simulator (0 = no planning)."}
+    )
+    plan_horizon: int = field(default=2, metadata={"help": "Agent turns each planning simulation looks ahead."})
     rank_temperature: float = field(
         default=0.0, metadata={"help": "Ranking: 0 = best-scored reply, > 0 = sample softmax(score / T)."}
     )
@@ -163,11 +170,12 @@ def make_data(task_name: str, episodes: int, out: str, seed: int, task_kwargs: d
             "ci": [low, high], "success_rate": sum(r.success for r in results) / len(results)}
 
 
-def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides: list[str]) -> dict:
+def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides: list[str],
+             out_dir: str | None = None) -> dict:
     from .evaluation import evaluate_checkpoint, format_score_line
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
-    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes)
+    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, out_dir=out_dir)
     print(format_score_line(report))
     return report
 
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("recipe")
     eval_parser.add_argument("--checkpoint", default=None, help="Defaults to the recipe's output_dir.")
     eval_parser.add_argument("--episodes", type=int, default=100)
+    eval_parser.add_argument("--out", default=None, help="Where eval.json goes (default: the checkpoint).")
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "make-data":
             print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
         elif args.command == "eval":
-            evaluate(args.recipe, args.checkpoint, args.episodes, rest)
+            evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out)
         elif args.command == "convert":
             print(json.dumps(convert(args.task, args.source, args.out), indent=2))
         elif args.command == "compare":

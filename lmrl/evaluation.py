@@ -52,8 +52,10 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int):
 
 
 def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
-                        progress: bool = True) -> dict:
-    """Roll out `episodes` evaluation episodes with the checkpoint's greedy (guided) policy."""
+                        progress: bool = True, out_dir: str | Path | None = None) -> dict:
+    """Roll out `episodes` evaluation episodes with the checkpoint's policy: greedy (guided)
+    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), or CALM planning
+    (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint)."""
     from .trainers.bc import conditioned_messages
 
     if not script.task:
@@ -68,14 +70,20 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
     if script.algorithm == "chai" or script.proposal_model:
         policy = rank_policy(script, config, checkpoint, task.max_new_tokens)
+    elif script.plan_candidates:
+        from .generation import PlanningPolicy
+
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm)
+        policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
+                                max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
     else:
         model, tokenizer = load_policy_model(checkpoint, script.algorithm)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
     results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, range(seed, seed + episodes),
-                      task.max_turns, progress=progress, desc=f"Evaluating {Path(checkpoint).name}")
+                      task.max_turns, progress=progress, desc=f"Evaluating {Path(out_dir or checkpoint).name}")
     score = score_episodes(results, task.anchors(data_return, **task_kwargs))
     report = {
-        "run": Path(checkpoint).name,
+        "run": Path(out_dir or checkpoint).name,
         "algorithm": script.algorithm,
         "task": script.task,
         "task_kwargs": task_kwargs,
@@ -83,7 +91,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         **score.as_dict(),
         "examples": [r.messages for r in results[:3]],
     }
-    Path(checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
+    Path(out_dir or checkpoint).mkdir(parents=True, exist_ok=True)
+    Path(out_dir or checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
     return report
 
 

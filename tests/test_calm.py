@@ -97,3 +97,49 @@ def trainer_rows_first(trainer, rows):
     from lmrl.tasks.flight_booking import relabel_row
 
     return relabel_rows(rows, relabel_row)[0]
+
+
+class DelayedEnv:
+    """'stop' pays 1 now; 'setup' pays nothing now but makes the next 'go' pay 2."""
+
+    def reset(self, seed=None):
+        self.ready = False
+        self.steps = 0
+        return "start"
+
+    def step(self, text):
+        self.steps += 1
+        if text == "stop":
+            return "bye", 1.0, True, {}
+        if text == "setup":
+            self.ready = True
+            return "ready", 0.0, False, {}
+        return "bye", 2.0 if self.ready else 0.0, True, {}
+
+
+def _planner(horizon):
+    from lmrl.generation import PlanningPolicy
+
+    planner = PlanningPolicy.__new__(PlanningPolicy)  # no model: candidates and continuations scripted
+    planner.horizon, planner.gamma = horizon, 1.0
+    planner.propose = lambda conversations: [["go", "stop"] if c[-1]["content"] == "ready" else ["stop", "setup"]
+                                             for c in conversations]
+    planner.continue_ = lambda conversations: ["go" for _ in conversations]
+    return planner
+
+
+def test_planning_looks_ahead_with_the_user_model_and_never_steps_the_live_env():
+    env = DelayedEnv()
+    env.reset()
+    conversation = [[{"role": "user", "content": "start"}]]
+    assert _planner(horizon=1)(conversation, envs=[env]) == ["stop"]  # greedy in reward
+    assert _planner(horizon=2)(conversation, envs=[env]) == ["setup"]  # sees the delayed 2
+    assert env.steps == 0 and not env.ready
+
+
+def test_rollout_hands_planners_the_environments():
+    from lmrl.envs import rollout
+
+    results = rollout(DelayedEnv, _planner(horizon=2), seeds=[0, 1], max_turns=3, progress=False)
+    assert [r.total_reward for r in results] == [2.0, 2.0]  # setup, then go
+    assert [m["content"] for m in results[0].messages if m["role"] == "assistant"] == ["setup", "go"]

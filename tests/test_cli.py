@@ -87,7 +87,7 @@ def test_every_shipped_recipe_parses(recipe):
     fields = read_recipe(ROOT / recipe)
     fields.pop("bf16", None)  # GPU recipes: bf16 needs a GPU to construct the config
     script, config = parse_recipe(fields, recipe)
-    assert script.algorithm in ("ilql", "bc", "mc", "chai") and config.output_dir.startswith("runs/")
+    assert script.algorithm in ("ilql", "bc", "mc", "chai", "calm") and config.output_dir.startswith("runs/")
 
 
 def test_convert_writes_a_human_corpus_as_training_rows(tmp_path, capsys):

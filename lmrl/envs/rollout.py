@@ -56,8 +56,12 @@ def rollout(
         for _ in range(max_turns):
             if not active:
                 break
-            replies = policy([[{"role": m["role"], "content": m["content"]} for m in episodes[i].messages]
-                              for i in active])
+            conversations = [[{"role": m["role"], "content": m["content"]} for m in episodes[i].messages]
+                             for i in active]
+            if getattr(policy, "needs_envs", False):  # planners simulate the user on copies of the envs
+                replies = policy(conversations, envs=[envs[i] for i in active])
+            else:
+                replies = policy(conversations)
             still_active = []
             for i, reply in zip(active, replies):
                 observation, reward, done, info = envs[i].step(reply)

@@ -1,6 +1,7 @@
 from .guidance import guided_scores
 from .logits_process import ValueGuidedLogitsProcessor
+from .planning import PlanningPolicy
 from .propose import CriticScorer, ILQLScorer, ProposeAndRank, embed_token_lists, sample_replies
 
-__all__ = ["CriticScorer", "ILQLScorer", "ProposeAndRank", "ValueGuidedLogitsProcessor", "embed_token_lists",
+__all__ = ["CriticScorer", "ILQLScorer", "PlanningPolicy", "ProposeAndRank", "ValueGuidedLogitsProcessor", "embed_token_lists",
            "guided_scores", "sample_replies"]
