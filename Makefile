@@ -20,6 +20,14 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# $(call train_and_eval,TASK,ALGOS,EPISODES): train recipes/TASK/ALGO.yaml for each ALGO, then evaluate it
+define train_and_eval
+	for algo in $(2); do \
+		$(BIN)/lmrl train recipes/$(1)/$$algo.yaml > runs/$(1)-$$algo-train.log || exit 1; \
+		$(BIN)/lmrl eval recipes/$(1)/$$algo.yaml --episodes $(3) || exit 1; \
+	done
+endef
+
 DEMO_ALGOS ?= bc pbc mc ilql
 DEMO_EPISODES ?= 100
 
@@ -27,10 +35,7 @@ DEMO_EPISODES ?= 100
 # held-out starts -> one table and runs/maze/compare.png. About 5 minutes on 2 CPU cores.
 demo: install
 	$(BIN)/lmrl make-data maze --episodes 1000 --out runs/data/maze.jsonl
-	for algo in $(DEMO_ALGOS); do \
-		$(BIN)/lmrl train recipes/maze/$$algo.yaml > runs/maze-$$algo-train.log || exit 1; \
-		$(BIN)/lmrl eval recipes/maze/$$algo.yaml --episodes $(DEMO_EPISODES) || exit 1; \
-	done
+	$(call train_and_eval,maze,$(DEMO_ALGOS),$(DEMO_EPISODES))
 	$(BIN)/lmrl compare $(addprefix runs/maze/,$(DEMO_ALGOS)) --plot runs/maze/compare.png
 
 NEGOTIATION_ALGOS ?= bc pbc chai ilql_rank
@@ -40,10 +45,7 @@ NEGOTIATION_EPISODES ?= 200
 # utterance-level ILQL (ILQL heads rank them) -> evaluation against the buyer simulator -> one table.
 negotiation: install
 	$(BIN)/lmrl make-data negotiation --episodes 2000 --out runs/data/negotiation.jsonl
-	for algo in $(NEGOTIATION_ALGOS); do \
-		$(BIN)/lmrl train recipes/negotiation/$$algo.yaml > runs/negotiation-$$algo-train.log || exit 1; \
-		$(BIN)/lmrl eval recipes/negotiation/$$algo.yaml --episodes $(NEGOTIATION_EPISODES) || exit 1; \
-	done
+	$(call train_and_eval,negotiation,$(NEGOTIATION_ALGOS),$(NEGOTIATION_EPISODES))
 	$(BIN)/lmrl compare $(addprefix runs/negotiation/,$(NEGOTIATION_ALGOS)) --plot runs/negotiation/compare.png
 
 FLIGHT_ALGOS ?= bc pbc ilql calm
@@ -53,10 +55,7 @@ FLIGHT_EPISODES ?= 100
 # with planning (the CALM model, each reply planned with the customer simulator) -> one table.
 flight_booking: install
 	$(BIN)/lmrl make-data flight_booking --episodes 1000 --option num_flights=4 --out runs/data/flight_booking.jsonl
-	for algo in $(FLIGHT_ALGOS); do \
-		$(BIN)/lmrl train recipes/flight_booking/$$algo.yaml > runs/flight_booking-$$algo-train.log || exit 1; \
-		$(BIN)/lmrl eval recipes/flight_booking/$$algo.yaml --episodes $(FLIGHT_EPISODES) || exit 1; \
-	done
+	$(call train_and_eval,flight_booking,$(FLIGHT_ALGOS),$(FLIGHT_EPISODES))
 	$(BIN)/lmrl eval recipes/flight_booking/calm_plan.yaml --checkpoint runs/flight_booking/calm \
 		--out runs/flight_booking/calm_plan --episodes $(FLIGHT_EPISODES)
 	$(BIN)/lmrl compare $(addprefix runs/flight_booking/,$(FLIGHT_ALGOS) calm_plan) --plot runs/flight_booking/compare.png

@@ -25,3 +25,20 @@ def chat_tokenizer():
     from lmrl.tiny import CHAT_TEMPLATE, train_tokenizer
 
     return train_tokenizer(DOOR_TEXTS + ["user assistant system"], vocab_size=300, chat_template=CHAT_TEMPLATE)
+
+
+def train_and_evaluate(recipe, overrides: list[str], episodes: int) -> dict:
+    """Train a shipped recipe (with `--field value` overrides), save it and evaluate it online."""
+    from transformers import set_seed
+
+    from lmrl.cli import build_trainer, parse_recipe, read_recipe
+    from lmrl.evaluation import evaluate_checkpoint, format_score_line
+
+    script, config = parse_recipe(read_recipe(recipe, ["--disable_tqdm", "true", *overrides]))
+    set_seed(0)
+    trainer = build_trainer(script, config)
+    trainer.train()
+    trainer.save_model()
+    report = evaluate_checkpoint(script, config, config.output_dir, episodes=episodes, progress=False)
+    print(format_score_line(report))
+    return report
