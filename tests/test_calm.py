@@ -143,3 +143,23 @@ def test_rollout_hands_planners_the_environments():
     results = rollout(DelayedEnv, _planner(horizon=2), seeds=[0, 1], max_turns=3, progress=False)
     assert [r.total_reward for r in results] == [2.0, 2.0]  # setup, then go
     assert [m["content"] for m in results[0].messages if m["role"] == "assistant"] == ["setup", "go"]
+
+
+def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from lmrl.cli import main
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "flight_booking"
+    data = tmp_path / "flights.jsonl"
+    assert main(["make-data", "flight_booking", "--episodes", "30", "--option", "num_flights=4", "--out", str(data)]) == 0
+    common = ["--dataset", str(data)]
+    assert main(["train", str(recipes / "calm.yaml"), *common, "--output_dir", str(tmp_path / "calm"),
+                 "--max_steps", "2", "--disable_tqdm", "true"]) == 0
+    assert (tmp_path / "calm" / "outcome_head.safetensors").is_file()
+    assert main(["eval", str(recipes / "calm_plan.yaml"), *common, "--checkpoint", str(tmp_path / "calm"),
+                 "--out", str(tmp_path / "plan"), "--episodes", "2", "--plan_candidates", "2",
+                 "--plan_horizon", "1"]) == 0
+    report = json.loads((tmp_path / "plan" / "eval.json").read_text())
+    assert report["run"] == "plan" and report["episodes"] == 2 and report["algorithm"] == "calm"
