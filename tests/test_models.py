@@ -46,6 +46,24 @@ def test_beta_zero_decodes_exactly_like_the_base_model(tokenizer, architecture):
     assert torch.equal(model.generate(input_ids=ids, max_new_tokens=12, do_sample=True, top_k=0), sampled)
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_left_padded_batches_decode_like_the_base_model(tokenizer, architecture):
+    """generate() derives position ids from the padding; the wrapper must pass them to the base."""
+    base = _base(tokenizer, architecture)
+    short, long = encode_prompt(tokenizer, "Pick a door:"), encode_prompt(tokenizer, "Pick a door: red door blue door")
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (len(long) - len(short)) + short, long])
+    mask = torch.tensor([[0] * (len(long) - len(short)) + [1] * len(short), [1] * len(long)])
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": pad, "output_scores": True,
+              "return_dict_in_generate": True}
+    expected = base.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(base, beta=0.0)
+    out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    assert torch.equal(out.sequences, expected.sequences)
+    for got, want in zip(out.scores, expected.scores):
+        torch.testing.assert_close(got, want)
+
+
 def test_wrapping_keeps_the_base_weights_and_starts_tied_q_at_zero(tokenizer):
     base = _base(tokenizer)
     before = {k: v.clone() for k, v in base.state_dict().items()}

@@ -224,6 +224,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -242,6 +243,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         kwargs.pop("output_hidden_states", None)
         if self._base_accepts_logits_to_keep:
             kwargs["logits_to_keep"] = logits_to_keep
+        if position_ids is not None:  # generate() derives them from the left padding; pass them on
+            kwargs["position_ids"] = position_ids
         out = self.pretrained_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
