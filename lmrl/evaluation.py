@@ -36,6 +36,8 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int):
     from .models import CHAICritic
 
     if script.algorithm == "chai":
+        if not Path(checkpoint).is_dir():
+            raise ValueError(f"{checkpoint}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
         critic, critic_tokenizer = CHAICritic.from_pretrained(checkpoint), None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
     else:

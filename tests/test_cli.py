@@ -75,6 +75,13 @@ def test_make_data_train_eval_compare_round_trip(tmp_path, monkeypatch, capsys):
     assert "| bc | bc |" in table and "| ilql | ilql |" in table and plot.stat().st_size > 1000
 
 
+def test_eval_of_a_missing_critic_checkpoint_is_an_error_in_words(tmp_path, capsys):
+    recipe = str(ROOT / "recipes" / "negotiation" / "chai.yaml")
+    assert main(["eval", recipe, "--checkpoint", str(tmp_path / "none"), "--episodes", "1",
+                 "--dataset", str(ROOT / "examples" / "data" / "doors.jsonl")]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err
+
+
 def test_eval_of_a_missing_checkpoint_is_an_error_in_words(tmp_path, capsys):
     recipe = str(ROOT / "recipes" / "maze" / "bc.yaml")
     assert main(["eval", recipe, "--checkpoint", str(tmp_path / "none"), "--episodes", "2",
