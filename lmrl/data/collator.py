@@ -6,6 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
+
+def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists for generation: `(input_ids, attention_mask)`, both [B, max length]."""
+    length = max(map(len, prompts))
+    ids = torch.tensor([[pad_token_id] * (length - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
 _PADDED = {"input_ids": None, "attention_mask": 0, "action_mask": 0, "rewards": 0.0}
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..data import encode_prompt
+from ..data.collator import left_pad
 
 
 class GeneratePolicy:
@@ -42,10 +43,9 @@ class GeneratePolicy:
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         if self.conditioning is not None:
             conversations = [self.conditioning(c) for c in conversations]
-        prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
-        length = max(map(len, prompts))
-        input_ids = torch.tensor([[self.pad_token_id] * (length - len(p)) + p for p in prompts])
-        attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+        input_ids, attention_mask = left_pad([encode_prompt(self.tokenizer, c) for c in conversations],
+                                             self.pad_token_id)
+        length = input_ids.shape[1]
         device = self.model.device
         out = self.model.generate(
             input_ids=input_ids.to(device),

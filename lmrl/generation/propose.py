@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import torch
 
+from ..data.collator import left_pad
 from ..data.schema import Turn
 from ..data.tokenization import encode_prompt, eos_token_id, episode_segments, pad_token_id
 
 
-def _left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(map(len, prompts))
-    ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
+def prompt_ids(tokenizer, conversation: list[dict], max_length: int | None = None) -> list[int]:
+    """The conversation as a prompt for the agent's next reply, cut from the left to `max_length`."""
+    ids = encode_prompt(tokenizer, conversation)
+    return ids[-max_length:] if max_length else ids
 
 
 def _stop_ids(model, tokenizer) -> set[int]:
@@ -38,10 +38,8 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
     replies: list[list[str]] = []
     logps = []
     for start in range(0, len(conversations), batch_size):
-        prompts = [encode_prompt(tokenizer, c) for c in conversations[start : start + batch_size]]
-        if max_length:
-            prompts = [p[-max_length:] for p in prompts]
-        ids, mask = _left_padded(prompts, pad)
+        ids, mask = left_pad([prompt_ids(tokenizer, c, max_length) for c in conversations[start : start + batch_size]],
+                             pad)
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                              do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k,
                              max_new_tokens=max_new_tokens, pad_token_id=pad, output_logits=True,
@@ -83,6 +81,18 @@ def embed_token_lists(model, token_lists: list[list[int]], pad: int, batch_size:
     return torch.stack(out)
 
 
+def embed_contexts(model, tokenizer, conversations: list[list[dict]], max_length: int | None = None,
+                   batch_size: int = 64) -> torch.Tensor:
+    """The critic's view of each state, `[N, hidden]`: the prompt the agent replies to, embedded."""
+    prompts = [prompt_ids(tokenizer, c, max_length) for c in conversations]
+    return embed_token_lists(model, prompts, pad_token_id(tokenizer), batch_size)
+
+
+def embed_replies(model, tokenizer, replies: list[str], batch_size: int = 64) -> torch.Tensor:
+    """The critic's view of each reply, `[N, hidden]`."""
+    return embed_token_lists(model, [reply_ids(tokenizer, r) for r in replies], pad_token_id(tokenizer), batch_size)
+
+
 class CriticScorer:
     """Scores replies with a [`CHAICritic`]: embeddings from the frozen `embedding_model` (the
     proposal LM the critic was trained with), features from the critic's task."""
@@ -101,14 +111,10 @@ class CriticScorer:
 
     def embed(self, conversations: list[list[dict]], candidates: list[list[str]]):
         """Context embeddings [B, E], candidate embeddings [B, C, E] and features [B, C, F]."""
-        pad = pad_token_id(self.tokenizer)
-        contexts = [encode_prompt(self.tokenizer, c) for c in conversations]
-        if self.max_length:
-            contexts = [ids[-self.max_length :] for ids in contexts]
-        flat = [reply_ids(self.tokenizer, r) for replies in candidates for r in replies]
         width = len(candidates[0])
-        context = embed_token_lists(self.embedding_model, contexts, pad, self.batch_size)
-        replies = embed_token_lists(self.embedding_model, flat, pad, self.batch_size).view(len(candidates), width, -1)
+        context = embed_contexts(self.embedding_model, self.tokenizer, conversations, self.max_length, self.batch_size)
+        flat = [r for replies in candidates for r in replies]
+        replies = embed_replies(self.embedding_model, self.tokenizer, flat, self.batch_size).view(len(candidates), width, -1)
         features = None
         if self.features is not None:
             features = torch.tensor([[self.features(c, r) for r in rs] for c, rs in zip(conversations, candidates)],

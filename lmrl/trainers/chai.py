@@ -20,8 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import default_data_collator
 
 from ..data import load_episodes, validate_row
-from ..data.tokenization import encode_prompt, pad_token_id
-from ..generation.propose import embed_token_lists, reply_ids, sample_replies
+from ..generation.propose import embed_contexts, embed_replies, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
 from .base import LMRLConfig, LMRLTrainer
@@ -190,16 +189,12 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
     proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
                                      args.proposal_temperature, args.proposal_max_new_tokens,
                                      args.proposal_batch_size, args.max_length)
-    pad = pad_token_id(tokenizer)
-    contexts = [encode_prompt(tokenizer, s)[-args.max_length:] if args.max_length else encode_prompt(tokenizer, s)
-                for s in states]
     k = args.num_proposals
-    flat = [reply_ids(tokenizer, p) for ps in proposals for p in ps]
-    data_replies = [reply_ids(tokenizer, t["reply"]) for t in transitions]
-    tensors = {
-        "state_embedding": embed_token_lists(proposal_model, contexts, pad),
-        "proposal_embedding": embed_token_lists(proposal_model, flat, pad).view(len(states), k, -1),
-        "reply_embedding": embed_token_lists(proposal_model, data_replies, pad),
+    flat = [p for ps in proposals for p in ps]
+    tensors = {  # the same embedding functions as CriticScorer uses at decoding
+        "state_embedding": embed_contexts(proposal_model, tokenizer, states, args.max_length),
+        "proposal_embedding": embed_replies(proposal_model, tokenizer, flat).view(len(states), k, -1),
+        "reply_embedding": embed_replies(proposal_model, tokenizer, [t["reply"] for t in transitions]),
         "proposal_logp": logp.float(),
         "transition_state": torch.tensor([t["state"] for t in transitions]),
         "transition_next": torch.tensor([t["next_state"] for t in transitions]),
