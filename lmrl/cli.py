@@ -150,7 +150,8 @@ def train(recipe_path: str, overrides: list[str]) -> dict:
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model()
     summary = {"algorithm": script.algorithm, "output_dir": config.output_dir, **result.metrics}
-    Path(config.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
+        Path(config.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -176,7 +177,8 @@ def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides:
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
     report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, out_dir=out_dir)
-    print(format_score_line(report))
+    if config.process_index == 0:
+        print(format_score_line(report))
     return report
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .data import load_episodes, validate_row
 from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
 from .envs.registry import get_task
@@ -15,7 +17,7 @@ def dataset_returns(source) -> list[float]:
     return [validate_row(row, i).total_reward for i, row in enumerate(load_episodes(source))]
 
 
-def load_policy_model(checkpoint: str | Path, algorithm: str):
+def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torch.device = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .models import AutoModelForCausalLMWithILQLHeads
@@ -24,10 +26,10 @@ def load_policy_model(checkpoint: str | Path, algorithm: str):
     if not path.is_dir():
         raise ValueError(f"{path}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
     model_class = AutoModelForCausalLMWithILQLHeads if algorithm in ("ilql", "mc") else AutoModelForCausalLM
-    return model_class.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    return model_class.from_pretrained(path).to(device), AutoTokenizer.from_pretrained(path)
 
 
-def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int):
+def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
     """Propose-and-rank: a proposal LM samples replies, the checkpoint (a CHAI critic, or an ILQL
     model scoring by the sum of advantages) picks one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,14 +40,14 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int):
     if script.algorithm == "chai":
         if not Path(checkpoint).is_dir():
             raise ValueError(f"{checkpoint}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
-        critic, critic_tokenizer = CHAICritic.from_pretrained(checkpoint), None
+        critic, critic_tokenizer = CHAICritic.from_pretrained(checkpoint).to(device), None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
     else:
-        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm)
+        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device)
         source = script.proposal_model
     if not source:
         raise ValueError("Propose-and-rank needs a proposal LM: set 'proposal_model' in the recipe.")
-    proposal = AutoModelForCausalLM.from_pretrained(source)
+    proposal = AutoModelForCausalLM.from_pretrained(source).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     k = script.rank_proposals or getattr(config, "num_proposals", 8)
     return ProposeAndRank(proposal, tokenizer, critic, k=k, temperature=script.rank_temperature,
@@ -57,7 +59,13 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
                         progress: bool = True, out_dir: str | Path | None = None) -> dict:
     """Roll out `episodes` evaluation episodes with the checkpoint's policy: greedy (guided)
     `generate()`, propose-and-rank (CHAI, or `proposal_model` set), or CALM planning
-    (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint)."""
+    (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint).
+
+    Under `torchrun`/`accelerate launch`, each process rolls out its share of the episodes on its
+    own device; the episodes are gathered, so the report is the same as from one process."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from .trainers.bc import conditioned_messages
 
     if not script.task:
@@ -70,19 +78,24 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
         target = max(returns)
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
+    state = PartialState()
     if script.algorithm == "chai" or script.proposal_model:
-        policy = rank_policy(script, config, checkpoint, task.max_new_tokens)
+        policy = rank_policy(script, config, checkpoint, task.max_new_tokens, state.device)
     elif script.plan_candidates:
         from .generation import PlanningPolicy
 
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device)
         policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
                                 max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
     else:
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
-    results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, range(seed, seed + episodes),
-                      task.max_turns, progress=progress, desc=f"Evaluating {Path(out_dir or checkpoint).name}")
+    with state.split_between_processes(list(range(seed, seed + episodes))) as seeds:
+        results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, seeds, task.max_turns,
+                          progress=progress and state.is_main_process,
+                          desc=f"Evaluating {Path(out_dir or checkpoint).name}")
+    if state.num_processes > 1:
+        results = sorted(gather_object(results), key=lambda result: result.seed)
     score = score_episodes(results, task.anchors(data_return, **task_kwargs))
     report = {
         "run": Path(out_dir or checkpoint).name,
@@ -93,8 +106,9 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         **score.as_dict(),
         "examples": [r.messages for r in results[:3]],
     }
-    Path(out_dir or checkpoint).mkdir(parents=True, exist_ok=True)
-    Path(out_dir or checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
+    if state.is_main_process:
+        Path(out_dir or checkpoint).mkdir(parents=True, exist_ok=True)
+        Path(out_dir or checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -214,7 +214,7 @@ def test_utterance_level_ilql_scores_a_reply_by_the_sum_of_its_advantages(propos
     with torch.no_grad():
         out = ilql(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                    action_mask=torch.tensor([mask]), compute_q_logits=False)
-    advantage = out.q_values.min(0).values[0] - out.values[0, :-1]
+    advantage = out.q_values.min(0).values[0] - out.v_values[0, :-1]
     expected = sum(advantage[i - 1] for i in range(1, len(ids)) if mask[i])
     assert scores[0, 1].item() == pytest.approx(float(expected), abs=1e-5)
     last_q = ILQLScorer(ilql, tokenizer, score="q")([conversation], [["Deal."]])

@@ -247,7 +247,7 @@ def fake_batch():
     outputs = SimpleNamespace(
         q_values=torch.tensor([[[2.0, 3.0, 99.0, 0.0]], [[1.0, 5.0, -99.0, 2.0]]], requires_grad=True),
         target_q_values=torch.tensor([[[3.0, 1.0, 0.0, 4.0]], [[2.0, 6.0, 0.0, 5.0]]], requires_grad=True),
-        values=torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]], requires_grad=True),
+        v_values=torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]], requires_grad=True),
         q_logits=torch.zeros(2, 3, 3, requires_grad=True),  # [K, N action steps, V]
         logits=torch.zeros(1, 5, 3, requires_grad=True),
     )
@@ -287,7 +287,7 @@ def test_td_target_is_detached_so_v_learns_only_from_the_expectile_loss():
     #   V[2] (observation state) and V[4] (after the terminal action) get nothing.
     # V[1] and V[3] are also the next-state values in the TD targets of steps 0 and 1; had the target
     # not been detached, the Q errors there (head 1: +1 at step 0, head 2: +2 at step 1) would add to them.
-    assert close(outputs.values.grad, [[-1.4 / 3, 0.2, 0.0, 0.0, 0.0]])
+    assert close(outputs.v_values.grad, [[-1.4 / 3, 0.2, 0.0, 0.0, 0.0]])
     assert outputs.target_q_values.grad is None or torch.all(outputs.target_q_values.grad == 0)
     # Q learns from the TD error: d/dQ_1 at step 0 = 2 * (2 - 1) / 3
     assert close(outputs.q_values.grad[0, 0, 0], 2 / 3)
@@ -301,14 +301,14 @@ def test_truncated_row_bootstraps_in_ilql_without_training_the_final_value():
     # head 2 (2 - 4.5)^2 = 6.25 -> L_Q = (1 + 0 + 20.25)/3 + (0 + 4 + 6.25)/3 = 31.5/3 = 10.5
     assert close(stats["loss/q"], 10.5, atol=1e-5)
     loss.backward()
-    assert outputs.values.grad[0, 4] == 0.0
+    assert outputs.v_values.grad[0, 4] == 0.0
 
 
 @pytest.mark.parametrize("tau", [0.5, 0.9])
 def test_ilql_tau_is_passed_to_the_expectile(tau):
     outputs, batch = fake_batch()
     # fake_batch has u = (1, -1, 0), whose loss is 1/3 for any tau; make both errors positive instead
-    outputs.values = torch.tensor([[1.0, 0.0, 3.0, 4.0, 5.0]])  # u = (1, 1, 0) -> 2 tau / 3
+    outputs.v_values = torch.tensor([[1.0, 0.0, 3.0, 4.0, 5.0]])  # u = (1, 1, 0) -> 2 tau / 3
     _, stats = ilql_loss(outputs, **batch, tau=tau, gamma=0.5)
     assert close(stats["loss/v"], 2 * tau / 3)
 
@@ -326,7 +326,7 @@ def test_diagnostics_compare_data_and_sampled_advantages_and_measure_dr3():
     logits = torch.full((1, 5, 3), -1e9)
     logits[..., 2] = 0.0
     q_logits = torch.tensor([[[0.0, 0.0, 7.0]] * 3] * 2)
-    outputs = SimpleNamespace(q_values=q_values, values=values, logits=logits, q_logits=q_logits,
+    outputs = SimpleNamespace(q_values=q_values, v_values=values, logits=logits, q_logits=q_logits,
                               hidden_states=hidden)
     stats = ilql_diagnostics(outputs, input_ids, action_mask)
     assert stats["diagnostics/advantage_data"] == pytest.approx((1.0 + 2.0 + 3.0) / 3)

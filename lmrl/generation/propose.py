@@ -163,7 +163,7 @@ class ILQLScorer:
             q = out.q_values.min(dim=0).values  # [b, T-1]: Q of token i+1 in state i
             steps = actions[:, 1:].float()
             if self.score == "advantage":
-                scores.append(((q - out.values[:, :-1]) * steps).sum(-1).float().cpu())
+                scores.append(((q - out.v_values[:, :-1]) * steps).sum(-1).float().cpu())
             else:
                 last = (steps * torch.arange(steps.shape[1], device=steps.device)).argmax(-1)
                 scores.append(q.gather(1, last[:, None]).squeeze(1).float().cpu())

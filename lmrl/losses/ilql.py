@@ -100,7 +100,7 @@ def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float =
 
 def _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, bc_weights, stats) -> torch.Tensor:
     """`cql_weight * L_CQL + bc_weight * L_BC` (each only when its weight is > 0); records both in `stats`."""
-    total = outputs.values.new_zeros(())
+    total = outputs.v_values.new_zeros(())
     if cql_weight > 0:
         stats["loss/cql"] = cql_loss(outputs.q_logits, actions)
         total = total + cql_weight * stats["loss/cql"]
@@ -127,9 +127,9 @@ def ilql_loss(
     """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats)."""
     steps = action_mask[:, 1:].bool()  # [B, L]
     actions = input_ids[:, 1:][steps]  # [N]
-    state_values = outputs.values[:, :-1]  # [B, L]
+    state_values = outputs.v_values[:, :-1]  # [B, L]
 
-    next_v = next_state_values(outputs.values, action_mask, attention_mask, dones)
+    next_v = next_state_values(outputs.v_values, action_mask, attention_mask, dones)
     targets = td_targets(rewards, next_v, gamma)
     loss_q = q_loss(outputs.q_values, targets, steps)
     loss_v = v_loss(outputs.target_q_values, state_values, steps, tau)
@@ -162,7 +162,7 @@ def ilql_diagnostics(outputs, input_ids: torch.Tensor, action_mask: torch.Tensor
       phi(s) . phi(s') (DR3, Kumar et al. 2022); steady growth signals feature co-adaptation.
     """
     steps = action_mask[:, 1:].bool()
-    state_values = outputs.values[:, :-1][steps]  # [N]
+    state_values = outputs.v_values[:, :-1][steps]  # [N]
     stats = {"diagnostics/advantage_data": (outputs.q_values.min(dim=0).values[steps] - state_values).mean()}
     if outputs.q_logits is not None and outputs.logits is not None:
         probs = torch.softmax(outputs.logits[:, :-1][steps].float(), dim=-1)  # [N, V]
@@ -203,7 +203,7 @@ def mc_loss(
     """Monte-Carlo regression: Q_k(s, a) and V(s) both regress to the observed return-to-go."""
     steps = action_mask[:, 1:].bool()
     actions = input_ids[:, 1:][steps]
-    state_values = outputs.values[:, :-1]
+    state_values = outputs.v_values[:, :-1]
     returns = monte_carlo_returns(rewards, action_mask, gamma)
     loss_q = q_loss(outputs.q_values, returns, steps)
     loss_v = masked_mean((state_values - returns).pow(2), steps)

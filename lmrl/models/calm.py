@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.utils import ModelOutput
 
 HEAD_WEIGHTS = "outcome_head.safetensors"
 HEAD_CONFIG = "outcome_head.json"
@@ -66,3 +68,38 @@ class OutcomeHead(nn.Module):
         head = cls(**json.loads((directory / HEAD_CONFIG).read_text()))
         head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
         return head
+
+
+@dataclass
+class CALMOutput(ModelOutput):
+    """logits [B, T, V] of the LM; outcome_logits [B, num_outcomes] of the outcome head."""
+
+    logits: torch.Tensor | None = None
+    outcome_logits: torch.Tensor | None = None
+
+
+class LMWithOutcomeHead(nn.Module):
+    """The module `CALMTrainer` optimizes: a causal LM and its `OutcomeHead`, both used inside one
+    `forward`, so that DDP/FSDP see every parameter the loss reaches (a head called from outside the
+    wrapped module's forward would get no gradient all-reduce under DDP).
+
+    `forward(...)` returns a [`CALMOutput`]: the LM's `logits` and the head's `outcome_logits`.
+    """
+
+    def __init__(self, lm: nn.Module, outcome_head: OutcomeHead):
+        super().__init__()
+        self.lm = lm
+        self.outcome_head = outcome_head
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_mask: torch.Tensor,
+                outcome_query: torch.Tensor):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        outcome_logits = self.outcome_head(out.hidden_states[-1], context_mask, outcome_query)
+        return CALMOutput(logits=out.logits, outcome_logits=outcome_logits)

@@ -33,15 +33,17 @@ class ILQLOutput(ModelOutput):
     """What the ILQL losses read. Position t is the state after token t; its action is token t+1.
 
     Shapes: `logits` [B, T, V]; `q_values`, `target_q_values` [K, B, T-1] (Q of the data token t+1
-    from state t); `values` [B, T]; `q_logits` [K, N, V] (full-vocabulary Q at the N action positions,
-    for CQL); `hidden_states` [B, T, h] (last layer).
+    from state t); `v_values` [B, T] (V after each token); `q_logits` [K, N, V] (full-vocabulary Q at
+    the N action positions, for CQL); `hidden_states` [B, T, h] (last layer).
+    A `ModelOutput` is a dict: a field named `values` would shadow `dict.values()`, which DDP calls
+    on the outputs, hence `v_values`.
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     q_values: torch.Tensor | None = None
     target_q_values: torch.Tensor | None = None
-    values: torch.Tensor | None = None
+    v_values: torch.Tensor | None = None
     q_logits: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
     past_key_values: object | None = None
@@ -293,7 +295,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             logits=out.logits,
             q_values=q_values,
             target_q_values=target_q_values,
-            values=self.v_head(hidden),  # [B, T]
+            v_values=self.v_head(hidden),  # [B, T]
             q_logits=q_logits,
             hidden_states=hidden,
             past_key_values=out.past_key_values,

@@ -149,9 +149,13 @@ class LMRLTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
-        for key, values in self._metrics[mode].items():
-            if values:
-                logs[prefix + key] = sum(values) / len(values)
+        keys = sorted(key for key, values in self._metrics[mode].items() if values)
+        if keys:
+            means = torch.tensor([sum(self._metrics[mode][k]) / len(self._metrics[mode][k]) for k in keys],
+                                 device=self.accelerator.device)
+            # every process logs at the same steps: average over processes, as Trainer does for `loss`
+            means = self.accelerator.reduce(means, reduction="mean")
+            logs.update({prefix + key: float(value) for key, value in zip(keys, means)})
         self._metrics[mode].clear()
         super().log(logs, start_time)
 

@@ -14,15 +14,17 @@ beside it (`outcome_head.safetensors`).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from ..data import load_episodes, prepare_dataset
 from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
-from ..models.calm import OutcomeHead
+from ..models.calm import LMWithOutcomeHead, OutcomeHead
 from .base import LMRLConfig, LMRLTrainer
 
 logger = logging.getLogger(__name__)
@@ -135,37 +137,44 @@ class CALMTrainer(LMRLTrainer):
         if task is not None and train_dataset is not None:
             num_outcomes = max(train_dataset["outcome"]) + 1  # classes the data shows
             hidden = model.config.get_text_config().hidden_size
-            model.add_module("outcome_head", OutcomeHead(hidden, num_outcomes).to(model.device))
+            return LMWithOutcomeHead(model, OutcomeHead(hidden, num_outcomes).to(model.device))
         return model
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        head = self.model._modules.pop("outcome_head", None)  # the LM is saved as a plain causal LM
-        try:
-            if state_dict is not None:
-                state_dict = {k: v for k, v in state_dict.items() if not k.startswith("outcome_head.")}
-            super()._save(output_dir, state_dict)
-            if head is not None:
-                head.save(output_dir or self.args.output_dir)
-        finally:
-            if head is not None:
-                self.model.add_module("outcome_head", head)
+        if not isinstance(self.model, LMWithOutcomeHead):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        if state_dict is not None:  # the LM is saved as a plain causal LM; the head beside it
+            state_dict = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
+        self.model.lm.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
+        if not self.args.should_save:
+            return
+        self.model.outcome_head.save(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        output_hidden_states=True)
+        labels = inputs.get("outcome")
+        with_head = isinstance(self.accelerator.unwrap_model(model), LMWithOutcomeHead)
+        if with_head:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            context_mask=inputs["context_mask"], outcome_query=inputs["outcome_query"])
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         steps = inputs["action_mask"][:, 1:].bool()
         loss_lm = bc_loss(outputs.logits[:, :-1][steps], inputs["input_ids"][:, 1:][steps])
         loss = loss_lm
         stats = {"loss/lm": loss_lm.detach()}
-        head = getattr(model, "outcome_head", None)
-        labels = inputs.get("outcome")
-        if head is not None and labels is not None and (labels >= 0).any():
-            logits = head(outputs.hidden_states[-1], inputs["context_mask"], inputs["outcome_query"])
-            valid = labels >= 0
-            loss_outcome = F.cross_entropy(logits[valid], labels[valid])
+        if with_head:
+            logits, valid = outputs.outcome_logits, labels >= 0
+            # rows without a label contribute 0 (not a skipped term), so every process runs the same graph
+            loss_outcome = F.cross_entropy(logits[valid], labels[valid]) if valid.any() else logits.sum() * 0.0
             loss = loss + self.args.outcome_weight * loss_outcome
             with torch.no_grad():
                 stats["loss/outcome"] = loss_outcome.detach()
-                stats["outcome/accuracy"] = (logits[valid].argmax(-1) == labels[valid]).float().mean()
+                stats["outcome/accuracy"] = (logits[valid].argmax(-1) == labels[valid]).float().mean() \
+                    if valid.any() else logits.new_zeros(())
         self.record(stats)
         return (loss, outputs) if return_outputs else loss

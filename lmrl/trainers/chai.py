@@ -254,8 +254,10 @@ class CHAITrainer(LMRLTrainer):
     def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
         if dataset is None:
             return None
-        return build_chai_dataset(load_episodes(dataset), self.proposal_model, tokenizer, args,
-                                  task_features(args.critic_features))
+        # the first process samples and caches the proposals; the others read its cache
+        with args.main_process_first(desc="CHAI proposals"):
+            return build_chai_dataset(load_episodes(dataset), self.proposal_model, tokenizer, args,
+                                      task_features(args.critic_features))
 
     def _model_to_train(self, model, train_dataset, args):
         if self._critic is not None:
