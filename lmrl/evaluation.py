@@ -78,7 +78,7 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
         target = max(returns)
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
-    state = PartialState()
+    state = PartialState(cpu=config.use_cpu)  # the config's device choice (see LMRLConfig.use_cpu)
     if script.algorithm == "chai" or script.proposal_model:
         policy = rank_policy(script, config, checkpoint, task.max_new_tokens, state.device)
     elif script.plan_candidates:
@@ -103,6 +103,7 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         "task": script.task,
         "task_kwargs": task_kwargs,
         "dataset_return": data_return,
+        "processes": state.num_processes,
         **score.as_dict(),
         "examples": [r.messages for r in results[:3]],
     }

@@ -62,7 +62,7 @@ def build(algorithm: str, output_dir: str, per_device_batch: int, steps: int):
                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: ranks draw no noise
     common = dict(output_dir=output_dir, per_device_train_batch_size=per_device_batch, max_steps=steps,
                   learning_rate=3e-3, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-                  seed=0, lr_scheduler_type="constant", use_cpu=True)
+                  seed=0, lr_scheduler_type="constant", use_cpu=not torch.cuda.is_available())
     if algorithm == "ilql":
         args = lmrl.ILQLConfig(**common, alpha=0.1)
         return lmrl.ILQLTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
@@ -73,6 +73,70 @@ def build(algorithm: str, output_dir: str, per_device_batch: int, steps: int):
         args = lmrl.CHAIConfig(**common, num_proposals=2, proposal_max_new_tokens=3)
         return lmrl.CHAITrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def fsdp2_ilql(out_dir: str, global_batch: int, steps: int) -> None:
+    """ILQL steps on a model sharded with FSDP2 (`fully_shard`, per-parameter dim-0 shards) next to
+    the same steps on an unsharded copy fed the whole global batch; both end in weights-rank{R}.
+
+    Accelerate enables FSDP only on GPUs, so this drives FSDP2 directly: it checks the parts lmrl
+    owns (the training forward, the losses, the Polyak update on the local shards)."""
+    import copy
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from lmrl.data import EpisodeCollator, prepare_dataset
+    from lmrl.losses import ilql_loss
+
+    if not dist.is_initialized():  # the trainers run before may have started it
+        dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    set_seed(0)
+    data = rows()
+    tokenizer = train_tokenizer([m["content"] for row in data for m in row["messages"]], vocab_size=300)
+    base = tiny_causal_lm(tokenizer, "gpt2", hidden_size=32, num_layers=2,
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    reference = lmrl.AutoModelForCausalLMWithILQLHeads.from_causal_lm(base)
+    sharded = copy.deepcopy(reference)
+    mesh = init_device_mesh("cpu", (world,))
+    for block in sharded.pretrained_model.transformer.h:
+        fully_shard(block, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    episodes = prepare_dataset(data, tokenizer)
+    collate = EpisodeCollator(tokenizer.pad_token_id)
+    optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+                  for m in (reference, sharded)]
+    losses = []
+    for step in range(steps):
+        batch = [episodes[i] for i in range(step * global_batch, (step + 1) * global_batch)]
+        local = batch[rank * (global_batch // world):(rank + 1) * (global_batch // world)]
+        step_losses = []
+        for model, optimizer, rows_ in zip((reference, sharded), optimizers, (batch, local)):
+            inputs = collate(rows_)
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            action_mask=inputs["action_mask"])
+            loss, _ = ilql_loss(outputs, inputs["input_ids"], inputs["attention_mask"], inputs["action_mask"],
+                                inputs["rewards"], inputs["dones"], bc_weight=1.0)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            model.update_target_heads(0.1)
+            if model is sharded:  # the global batch's loss: the mean of the processes' losses
+                loss = loss.detach().clone()
+                dist.all_reduce(loss)
+                loss = loss / world
+            step_losses.append(float(loss))
+        losses.append(step_losses)
+    full = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone().contiguous()
+            for name, p in sharded.state_dict().items()}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    save_file(full, str(Path(out_dir, f"weights-rank{rank}.safetensors")))
+    save_file({n: p.detach().clone().contiguous() for n, p in reference.state_dict().items()},
+              str(Path(out_dir, f"reference-rank{rank}.safetensors")))
+    if rank == 0:
+        Path(out_dir, "log.json").write_text(json.dumps({"world_size": world, "losses": losses}))  # [reference, sharded]
 
 
 def trained_weights(trainer) -> dict[str, torch.Tensor]:
@@ -96,4 +160,7 @@ def main(algorithm: str, out_dir: str, global_batch: int, steps: int) -> None:
 if __name__ == "__main__":
     names, out, batch, n_steps = sys.argv[1:5]
     for name in names.split(","):
-        main(name, out, int(batch), int(n_steps))
+        if name == "fsdp2":
+            fsdp2_ilql(str(Path(out, name)), int(batch), int(n_steps))
+        else:
+            main(name, out, int(batch), int(n_steps))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -28,7 +29,8 @@ class LMRLConfig(TrainingArguments):
         dataset_num_proc: processes used to tokenize the dataset.
 
     Note: defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the losses
-    read `action_mask`, `rewards`, `dones`), `logging_steps=10`.
+    read `action_mask`, `rewards`, `dones`), `logging_steps=10`; and `use_cpu` turns on by itself
+    when several processes are launched on a machine without an accelerator (DDP over gloo).
     """
 
     model_init_kwargs: dict | None = field(
@@ -47,6 +49,18 @@ class LMRLConfig(TrainingArguments):
         default=False, metadata={"help": "Kept False: the losses need the action mask, rewards and dones."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
+
+    def __post_init__(self):
+        if not self.use_cpu and launched_on_cpu_only():
+            # transformers would run each process alone; on CPUs, several processes mean DDP over gloo
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def launched_on_cpu_only() -> bool:
+    """True when torchrun / accelerate launch started several processes on a machine without an
+    accelerator (GPU, MPS, XPU...)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 
 def load_tokenizer(model_id: str, trust_remote_code: bool = False):
