@@ -132,11 +132,33 @@ def fsdp2_ilql(out_dir: str, global_batch: int, steps: int) -> None:
     full = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone().contiguous()
             for name, p in sharded.state_dict().items()}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fsdp1_polyak(reference, out_dir, rank)
     save_file(full, str(Path(out_dir, f"weights-rank{rank}.safetensors")))
     save_file({n: p.detach().clone().contiguous() for n, p in reference.state_dict().items()},
               str(Path(out_dir, f"reference-rank{rank}.safetensors")))
     if rank == 0:
         Path(out_dir, "log.json").write_text(json.dumps({"world_size": world, "losses": losses}))  # [reference, sharded]
+
+
+def fsdp1_polyak(model, out_dir: str, rank: int) -> None:
+    """The trainers' Polyak callback on an FSDP1 model (flat parameters, whose shards of online and
+    target heads need not line up): writes the gathered heads before and after one update."""
+    import copy
+    from types import SimpleNamespace
+
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from lmrl.trainers import TargetUpdateCallback
+
+    model = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items() if "q_heads" in n}
+    wrapped = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True)
+    callback = TargetUpdateCallback(0.3, 1, trainer=SimpleNamespace(model_wrapped=wrapped))
+    callback.on_step_end(None, SimpleNamespace(global_step=1), None, model=model)
+    with FSDP.summon_full_params(wrapped):
+        after = {n: p.detach().clone().contiguous() for n, p in model.state_dict().items() if "q_heads" in n}
+    save_file({**{f"before.{n}": p.contiguous() for n, p in before.items()}, **{f"after.{n}": p for n, p in after.items()}},
+              str(Path(out_dir, f"fsdp1-rank{rank}.safetensors")))
 
 
 def trained_weights(trainer) -> dict[str, torch.Tensor]:

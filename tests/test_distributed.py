@@ -107,6 +107,18 @@ def test_ilql_on_fsdp2_shards_trains_like_one_unsharded_process_and_polyak_updat
             torch.testing.assert_close(sharded[name], reference[name], atol=FSDP_WEIGHT_ATOL, rtol=0, msg=name)
 
 
+def test_the_polyak_callback_gathers_fsdp1_flat_shards_before_updating(runs):
+    for rank in (0, 1):
+        heads = load_file(str(runs / "two" / "fsdp2" / f"fsdp1-rank{rank}.safetensors"))
+        targets = [n for n in heads if n.startswith("before.target_q_heads")]
+        assert targets
+        for name in targets:
+            online = name.replace("target_q_heads", "q_heads")
+            expected = 0.7 * heads[name] + 0.3 * heads[online]
+            torch.testing.assert_close(heads[name.replace("before.", "after.")], expected, atol=1e-6, rtol=0)
+            assert not torch.equal(heads[name], heads[online])  # so the update had something to do
+
+
 def test_evaluation_splits_episodes_across_processes_and_reports_what_one_process_does(tmp_path):
     from lmrl.cli import main
 

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
+from .heads import polyak_update_
+
 
 class CHAICriticConfig(PreTrainedConfig):
     """Config of [`CHAICritic`].
@@ -102,7 +104,7 @@ class CHAICritic(PreTrainedModel):
     @torch.no_grad()
     def update_target_heads(self, alpha: float) -> None:
         """Polyak step `Q^ <- (1 - alpha) Q^ + alpha Q`."""
-        torch._foreach_lerp_(list(self.target_q.parameters()), list(self.q.parameters()), alpha)
+        polyak_update_(self.target_q, self.q, alpha)
 
 
 AutoConfig.register(CHAICriticConfig.model_type, CHAICriticConfig)

@@ -94,6 +94,28 @@ class ValueHead(nn.Module):
         return self.mlp(hidden).squeeze(-1)
 
 
+@torch.no_grad()
+def polyak_update_(target: nn.Module, online: nn.Module, alpha: float) -> None:
+    """`target <- (1 - alpha) target + alpha online`, parameter by parameter, in place.
+
+    Element-wise, so it runs on whatever part of each tensor this process holds: the full tensor
+    (single process, DDP, ZeRO-1/2), the local dim-0 shard (FSDP2: online and target shard alike),
+    or the local partition `ds_tensor` (DeepSpeed ZeRO-3: partitions of same-shaped tensors line
+    up). FSDP1's flat parameters do not line up: [`TargetUpdateCallback`] gathers them first.
+    """
+    targets, onlines = list(target.parameters()), list(online.parameters())
+    targets = [getattr(p, "ds_tensor", p) for p in targets]  # ZeRO-3: this process's partition
+    onlines = [getattr(p, "ds_tensor", p) for p in onlines]
+    for t, o in zip(targets, onlines):
+        if t.shape != o.shape:
+            raise RuntimeError(
+                f"Polyak update: the target's local part {tuple(t.shape)} does not line up with the online "
+                f"head's {tuple(o.shape)}. Under FSDP1 use lmrl's trainers (they gather the parameters "
+                "first) or FSDP2 (recipes/accelerate/fsdp.yaml)."
+            )
+    torch._foreach_lerp_(targets, onlines, alpha)
+
+
 def make_q_head(head_type: str, hidden_size: int, vocab_size: int) -> nn.Module:
     if head_type == "tied":
         return TiedQHead(hidden_size, vocab_size)

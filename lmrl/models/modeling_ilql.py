@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 
 from ..generation.guidance import guided_scores
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
-from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head
+from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
@@ -173,9 +173,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def update_target_heads(self, alpha: float) -> None:
         """Polyak step `Q^ <- (1 - alpha) Q^ + alpha Q` (element-wise, so it also works on shards)."""
-        online = list(self.q_heads.parameters())
-        target = list(self.target_q_heads.parameters())
-        torch._foreach_lerp_(target, online, alpha)
+        polyak_update_(self.target_q_heads, self.q_heads, alpha)
 
     # ---------------------------------------------------------------- plumbing for generate()
     def get_input_embeddings(self):

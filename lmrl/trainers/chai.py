@@ -245,7 +245,7 @@ class CHAITrainer(LMRLTrainer):
         self._critic = critic
         kwargs.setdefault("data_collator", default_data_collator)
         super().__init__(model, args, train_dataset, eval_dataset, processing_class, **kwargs)
-        self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval))
+        self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval, trainer=self))
 
     def _prepare_model(self, model, args):
         self.proposal_model = model.to(args.device).eval().requires_grad_(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, TrainerCallback
@@ -92,15 +93,36 @@ class ILQLConfig(ValueLearningConfig):
 
 
 class TargetUpdateCallback(TrainerCallback):
-    """Polyak-averages the target Q heads after every `interval`-th optimizer step."""
+    """Polyak-averages the target Q heads after every `interval`-th optimizer step.
 
-    def __init__(self, alpha: float, interval: int):
+    Runs on every process, on the parameters as each holds them (see `polyak_update_`); under
+    FSDP1, whose flat-parameter shards of online and target heads do not line up, on the gathered
+    full parameters."""
+
+    def __init__(self, alpha: float, interval: int, trainer=None):
         self.alpha = alpha
         self.interval = interval
+        self.trainer = trainer  # to reach the wrapped model (callbacks are handed the unwrapped one)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.interval == 0:
-            model.update_target_heads(self.alpha)
+            model = self.trainer.model_wrapped if self.trainer is not None else model
+            with _full_parameters_under_fsdp1(model):
+                _unwrap(model).update_target_heads(self.alpha)
+
+
+def _unwrap(model):
+    while hasattr(model, "module") and not hasattr(model, "update_target_heads"):
+        model = model.module  # DDP, DeepSpeed engine, FSDP1
+    return model
+
+
+def _full_parameters_under_fsdp1(model):
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=True)
+    return contextlib.nullcontext()
 
 
 class ILQLTrainer(LMRLTrainer):
@@ -119,7 +141,7 @@ class ILQLTrainer(LMRLTrainer):
     def __init__(self, model, args: ILQLConfig, *pargs, **kwargs):
         super().__init__(model, args, *pargs, **kwargs)
         if self.uses_target_heads:
-            self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval))
+            self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval, trainer=self))
 
     def _load_model(self, model_id: str, args) -> PreTrainedModel:
         kwargs = dict(args.model_init_kwargs or {})
