@@ -89,12 +89,29 @@ def test_eval_of_a_missing_checkpoint_is_an_error_in_words(tmp_path, capsys):
     assert "no such checkpoint directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("recipe", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").rglob("*.yaml")))
+ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate"
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").rglob("*.yaml")
+                                          if ACCELERATE_CONFIGS not in p.parents))
 def test_every_shipped_recipe_parses(recipe):
     fields = read_recipe(ROOT / recipe)
     fields.pop("bf16", None)  # GPU recipes: bf16 needs a GPU to construct the config
     script, config = parse_recipe(fields, recipe)
     assert script.algorithm in ("ilql", "bc", "mc", "chai", "calm") and config.output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED"),
+                                        ("deepspeed_zero3", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load_as_accelerate_reads_them(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ACCELERATE_CONFIGS / f"{name}.yaml"))
+    assert config.distributed_type.name == kind and config.num_processes == 2
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2  # shards per parameter: the Polyak update lines up
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
 
 
 def test_convert_writes_a_human_corpus_as_training_rows(tmp_path, capsys):
