@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
 from .schema import Episode, validate_row
@@ -140,7 +142,8 @@ def prepare_dataset(
 
 
 def check_tokenized(dataset):
-    """A dataset given already tokenized must have the token-level columns the collator pads."""
+    """A dataset given already tokenized (validation was skipped) must have the token-level columns
+    the collator pads, and finite rewards."""
     if dataset is None:
         return None
     missing = [name for name in TOKENIZED_COLUMNS[:5] if name not in dataset.column_names]
@@ -149,4 +152,8 @@ def check_tokenized(dataset):
             f"The tokenized dataset has no column(s) {', '.join(missing)} (it has {', '.join(dataset.column_names)}). "
             "Pass messages rows instead and let lmrl tokenize them, or build it with lmrl.data.prepare_dataset."
         )
+    if not pc.all(pc.is_finite(pc.list_flatten(dataset.data.column("rewards")))).as_py():
+        index, rewards = next((i, r) for i, r in enumerate(dataset["rewards"]) if not all(map(math.isfinite, r)))
+        bad = next(r for r in rewards if not math.isfinite(r))
+        raise ValueError(f"row {index}: column 'rewards' holds {bad}, which is not finite. Fix or drop this row.")
     return dataset

@@ -1,12 +1,13 @@
 """Checkpoints that survive a crash: written atomically, checked before a resume, weights from safetensors.
 
 `transformers.Trainer` writes `checkpoint-N/` file by file, and `resume_from_checkpoint=True` takes the
-highest-numbered folder whether it is complete or not: a job killed while saving resumes from new
-weights with no optimizer state (which Trainer then silently starts afresh). lmrl's trainers write
-each checkpoint into `.partial-checkpoint-N/` and rename it to `checkpoint-N` once every file (weights,
-optimizer, scheduler, RNG states, trainer state) is on disk, so a `checkpoint-N` folder is always
-whole. Before resuming they check the folder (complete, weights in safetensors, shapes that match the
-model), and `resume_from_checkpoint=True` skips incomplete folders left by other tools.
+highest-numbered folder whether it is complete or not: after a job is killed while saving, every
+resume fails on the half-written folder (no, or a truncated, trainer_state.json) until someone
+deletes it by hand. lmrl's trainers write each checkpoint into `.partial-checkpoint-N/` and rename it
+to `checkpoint-N` once every file (weights, optimizer, scheduler, RNG states, trainer state) is on
+disk, so a `checkpoint-N` folder is always whole. Before resuming they check the folder (complete,
+weights in safetensors, shapes that match the model), and `resume_from_checkpoint=True` skips
+incomplete folders left by other tools.
 
 Optimizer, scheduler and RNG states are `torch.save` files; transformers 5 loads them with
 `torch.load(weights_only=True)`, which refuses pickles that would run code. The training arguments
