@@ -32,6 +32,17 @@ def _check_jsonl(path: Path) -> None:
                 raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}). Fix or remove that line.") from None
 
 
+def _is_blank(path: Path, binary: bool) -> bool:
+    """An empty file, or (for text formats) one of whitespace only."""
+    if binary:
+        return path.stat().st_size == 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def _check_json(path: Path) -> None:
     """Name the line and column of a malformed JSON file; a .json file of JSON lines is checked line by line."""
     text = path.read_text(encoding="utf-8")
@@ -74,6 +85,8 @@ def load_episodes(source, split: str = "train", **load_kwargs) -> Dataset:
         kind = _FILE_TYPES.get(path.suffix.lower())
         if kind is None:
             raise ValueError(f"{path}: unknown file type {path.suffix!r}; use one of {sorted(_FILE_TYPES)}.")
+        if _is_blank(path, binary=kind in ("parquet", "arrow")):
+            raise ValueError(f"{path}: the file is empty, so there is nothing to train on. Check the path.")
         if path.suffix.lower() == ".jsonl":
             _check_jsonl(path)
         elif path.suffix.lower() == ".json":
