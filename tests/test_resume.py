@@ -113,7 +113,7 @@ def _equal(a, b) -> bool:
     return a == b
 
 
-def test_resume_skips_incomplete_checkpoints_and_refuses_to_be_pointed_at_one(runs, tmp_path, caplog):
+def test_resume_skips_incomplete_checkpoints_and_refuses_incomplete_or_pickled_ones(runs, tmp_path, caplog):
     out = tmp_path / "run"
     shutil.copytree(runs["reference"] / "checkpoint-8", out / "checkpoint-8")
     shutil.copytree(runs["reference"] / "checkpoint-12", out / "checkpoint-12")
@@ -127,6 +127,11 @@ def test_resume_skips_incomplete_checkpoints_and_refuses_to_be_pointed_at_one(ru
         check_checkpoint(out / "checkpoint-16")
     with pytest.raises(ValueError, match="no such checkpoint directory"):
         check_checkpoint(out / "checkpoint-99")
+    pickled = out / "checkpoint-8"
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="weights are only in pickle format.*only from safetensors"):
+        check_checkpoint(pickled)
 
 
 def test_resuming_into_a_model_with_other_heads_is_refused_in_words(runs, tmp_path):

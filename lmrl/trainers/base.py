@@ -76,6 +76,9 @@ class LMRLConfig(TrainingArguments):
         super().__post_init__()
         if self.nonfinite not in NONFINITE_MODES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got {self.nonfinite!r}.")
+        if self.nonfinite == "skip" and self.deepspeed:
+            raise ValueError("nonfinite='skip' does not work with DeepSpeed, whose engine steps the optimizer "
+                             "itself (its fp16 loss scaler skips overflowing steps); use nonfinite='error'.")
         if self.truncation_mode not in ("keep_end", "error"):
             raise ValueError(f"truncation_mode must be 'keep_end' or 'error', got {self.truncation_mode!r}.")
 
@@ -184,10 +187,11 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
 
     def record(self, stats: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"
-        if mode == "train" and not self.accept_loss_terms(stats):
+        values = {key: float(value) for key, value in stats.items()}
+        if mode == "train" and not self.accept_loss_terms(values):
             return  # a skipped step's terms are not averaged into the logs
-        for key, value in stats.items():
-            self._metrics[mode][key].append(float(value))
+        for key, value in values.items():
+            self._metrics[mode][key].append(value)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

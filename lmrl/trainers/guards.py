@@ -53,10 +53,9 @@ class NonFiniteGuardMixin:
             "steps and count them in the logs."
         )
 
-    def accept_loss_terms(self, stats: dict[str, torch.Tensor]) -> bool:
+    def accept_loss_terms(self, values: dict[str, float]) -> bool:
         """Check one training micro-batch's loss terms; `False` when they must not be logged (skipped)."""
-        for key, value in stats.items():
-            value = float(value)
+        for key, value in values.items():
             if key.startswith("loss") and not math.isfinite(value):
                 self._nonfinite(f"loss term '{key}'", value)
                 return False
