@@ -3,6 +3,7 @@ step when asked), and the last checkpoint on disk stays a good one."""
 
 import hashlib
 import json
+import math
 import os
 
 import pytest
@@ -108,7 +109,7 @@ def test_with_nonfinite_skip_the_poisoned_step_is_skipped_and_counted(tokenizer,
     assert int(adam["step"]) == 3  # 4 steps, one skipped
     history = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
     assert [entry["nonfinite_skipped_steps"] for entry in history if "loss" in entry] == [0, 0, 1, 1]
-    assert all(value == value for entry in history for key, value in entry.items() if key.startswith("loss"))
+    assert [math.isnan(entry["loss/q"]) for entry in history if "loss" in entry] == [False, False, True, False]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 

@@ -188,8 +188,8 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
     def record(self, stats: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"
         values = {key: float(value) for key, value in stats.items()}
-        if mode == "train" and not self.accept_loss_terms(values):
-            return  # a skipped step's terms are not averaged into the logs
+        if mode == "train":
+            self.check_loss_terms(values)
         for key, value in values.items():
             self._metrics[mode][key].append(value)
 

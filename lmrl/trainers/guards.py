@@ -6,8 +6,9 @@ lmrl's trainers check, on every training micro-batch, each loss term that `compu
 (`loss/q`, `loss/v`, `loss/cql`, `loss/bc`, ...) and the total loss, and before every optimizer step
 the gradient norm. With `nonfinite="error"` (default) the first non-finite value raises
 [`NonFiniteError`] naming the optimizer step and the term, before the optimizer touches the weights;
-with `nonfinite="skip"` that optimizer step is skipped (parameters and optimizer moments stay as they
-were) and counted in the logs as `nonfinite_skipped_steps`. A model whose parameters are not finite
+with `nonfinite="skip"` that optimizer step is skipped on every process (parameters and optimizer
+moments stay as they were) and counted in the logs as `nonfinite_skipped_steps`; the logged averages
+of the terms over that logging window show the NaN. A model whose parameters are not finite
 is never saved, so the last checkpoint on disk stays a good one.
 """
 
@@ -53,13 +54,12 @@ class NonFiniteGuardMixin:
             "steps and count them in the logs."
         )
 
-    def accept_loss_terms(self, values: dict[str, float]) -> bool:
-        """Check one training micro-batch's loss terms; `False` when they must not be logged (skipped)."""
+    def check_loss_terms(self, values: dict[str, float]) -> None:
+        """Check one training micro-batch's loss terms (the `loss*` entries of what it records)."""
         for key, value in values.items():
             if key.startswith("loss") and not math.isfinite(value):
                 self._nonfinite(f"loss term '{key}'", value)
-                return False
-        return True
+                return
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -73,6 +73,10 @@ class NonFiniteGuardMixin:
         scaled = getattr(self.accelerator, "scaler", None) is not None
         if grad_norm is not None and not scaled and not math.isfinite(float(grad_norm)):
             self._nonfinite("gradient norm", float(grad_norm))
+        if self.accelerator.num_processes > 1:  # skip on every process or on none, or the replicas drift apart
+            flag = torch.tensor(float(self._nonfinite_pending is not None), device=self.accelerator.device)
+            if self.accelerator.reduce(flag, reduction="sum") > 0 and self._nonfinite_pending is None:
+                self._nonfinite_pending = "value on another process"
         if self._nonfinite_pending is not None:
             self._nonfinite_skipped += 1
             logger.warning("Skipping optimizer step %d: non-finite %s (%d skipped so far).",
