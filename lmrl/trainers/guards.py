@@ -73,7 +73,8 @@ class NonFiniteGuardMixin:
         scaled = getattr(self.accelerator, "scaler", None) is not None
         if grad_norm is not None and not scaled and not math.isfinite(float(grad_norm)):
             self._nonfinite("gradient norm", float(grad_norm))
-        if self.accelerator.num_processes > 1:  # skip on every process or on none, or the replicas drift apart
+        if self.args.nonfinite == "skip" and self.accelerator.num_processes > 1:
+            # skip on every process or on none, or the replicas drift apart
             flag = torch.tensor(float(self._nonfinite_pending is not None), device=self.accelerator.device)
             if self.accelerator.reduce(flag, reduction="sum") > 0 and self._nonfinite_pending is None:
                 self._nonfinite_pending = "value on another process"
