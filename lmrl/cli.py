@@ -81,12 +81,23 @@ class ScriptArguments:
     )
 
 
+def _yaml(text: str, where: str):
+    """Plain YAML data only (`yaml.safe_load`): tags that would build Python objects are refused."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(
+            f"{where}: not valid plain YAML ({' '.join(str(err).split())}). Recipes hold data only; "
+            "tags such as !!python/object are refused and nothing in a recipe is executed."
+        ) from None
+
+
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
     """The recipe as a dict, with `--field value` overrides applied (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such recipe file.")
-    recipe = yaml.safe_load(path.read_text()) or {}
+    recipe = _yaml(path.read_text(), str(path)) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of field: value, got {type(recipe).__name__}.")
     overrides = list(overrides or [])
@@ -101,7 +112,7 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
             value = overrides.pop(0)
         else:
             value = "true"
-        recipe[key] = yaml.safe_load(value)
+        recipe[key] = _yaml(value, f"--{key}")
     return recipe
 
 
@@ -203,7 +214,7 @@ def _key_values(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ValueError(f"Expected key=value, got {pair!r}.")
         key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        out[key] = _yaml(value, pair)
     return out
 
 

@@ -17,16 +17,27 @@ def dataset_returns(source) -> list[float]:
     return [validate_row(row, i).total_reward for i, row in enumerate(load_episodes(source))]
 
 
-def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torch.device = "cpu"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .models import AutoModelForCausalLMWithILQLHeads
+def _checkpoint_dir(checkpoint: str | Path) -> Path:
+    from .trainers.checkpointing import require_safetensors
 
     path = Path(checkpoint)
     if not path.is_dir():
         raise ValueError(f"{path}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
+    require_safetensors(path)
+    return path
+
+
+def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torch.device = "cpu",
+                      trust_remote_code: bool = False):
+    """The trained model (on `device`) and its tokenizer, weights from safetensors only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import AutoModelForCausalLMWithILQLHeads
+
+    path = _checkpoint_dir(checkpoint)
     model_class = AutoModelForCausalLMWithILQLHeads if algorithm in ("ilql", "mc") else AutoModelForCausalLM
-    return model_class.from_pretrained(path).to(device), AutoTokenizer.from_pretrained(path)
+    model = model_class.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+    return model.to(device), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
@@ -37,18 +48,20 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, dev
     from .generation import ProposeAndRank
     from .models import CHAICritic
 
+    trust = config.trust_remote_code
     if script.algorithm == "chai":
-        if not Path(checkpoint).is_dir():
-            raise ValueError(f"{checkpoint}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
-        critic, critic_tokenizer = CHAICritic.from_pretrained(checkpoint).to(device), None
+        critic = CHAICritic.from_pretrained(_checkpoint_dir(checkpoint), use_safetensors=True).to(device)
+        critic_tokenizer = None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
     else:
-        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device)
+        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust)
         source = script.proposal_model
     if not source:
         raise ValueError("Propose-and-rank needs a proposal LM: set 'proposal_model' in the recipe.")
-    proposal = AutoModelForCausalLM.from_pretrained(source).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    if Path(source).is_dir():
+        _checkpoint_dir(source)
+    proposal = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
     k = script.rank_proposals or getattr(config, "num_proposals", 8)
     return ProposeAndRank(proposal, tokenizer, critic, k=k, temperature=script.rank_temperature,
                           max_new_tokens=max_new_tokens, critic_tokenizer=critic_tokenizer,
@@ -84,11 +97,11 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     elif script.plan_candidates:
         from .generation import PlanningPolicy
 
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code)
         policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
                                 max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
     else:
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
     with state.split_between_processes(list(range(seed, seed + episodes))) as seeds:
         results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, seeds, task.max_turns,
@@ -116,7 +129,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
 def format_score_line(report: dict) -> str:
     return (f"{report['run']}: return {report['mean_return']:.2f} [{report['ci_low']:.2f}, {report['ci_high']:.2f}], "
             f"success {report['success_rate']:.0%}, normalized {report['normalized']:.1f} "
-            f"[{report['normalized_low']:.1f}, {report['normalized_high']:.1f}]")
+            f"[{report['normalized_low']:.1f}, {report['normalized_high']:.1f}], "
+            f"invalid actions {report['invalid_action_rate']:.0%}")
 
 
 def compare_runs(run_dirs: list[str | Path], plot_path: str | Path | None = None) -> str:

@@ -237,6 +237,16 @@ def test_chat_template_rewards_land_on_the_eos_closing_each_reply(chatml_tokeniz
     assert [end - 1 for _, end in action_spans(out.action_mask)] == rewarded
 
 
+def test_chat_template_episode_opening_with_a_reply_acts_after_the_templates_opening_header(chatml_tokenizer):
+    tok = chatml_tokenizer  # found by tests/test_fuzz.py: apply_chat_template refuses an empty conversation
+    out = tokenize_episode(tok, validate_row({"messages": [{"role": "assistant", "content": "Hello."},
+                                                           {"role": "user", "content": "Hi."}]}))
+    (start, end), = action_spans(out.action_mask)
+    assert tok.decode(out.input_ids[:start], skip_special_tokens=False) == "<|im_start|>assistant\n"
+    assert tok.decode(out.input_ids[start:end], skip_special_tokens=False) == "Hello." + EOS
+    assert encode_prompt(tok, []) == out.input_ids[:start]
+
+
 # -- encode_prompt ---------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transformers.utils.chat_template_utils import render_jinja_template
+
 from .schema import Episode, Turn
 
 Segment = tuple[list[int], bool, float]  # (token ids, is_action, reward after it)
@@ -62,9 +64,25 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+def _opening_header(tokenizer) -> str:
+    """What the chat template renders before a reply that opens the conversation (`apply_chat_template`
+    refuses an empty conversation, so the template is rendered directly)."""
+    try:
+        rendered, _ = render_jinja_template(
+            conversations=[[]], chat_template=tokenizer.get_chat_template(), add_generation_prompt=True,
+            **tokenizer.special_tokens_map,
+        )
+    except Exception as err:  # e.g. a template that reads messages[0]
+        raise ValueError(
+            "The tokenizer's chat template cannot render a conversation that opens with an assistant message "
+            f"({type(err).__name__}: {err}). Put a user or system message first in such rows."
+        ) from err
+    return rendered[0]
+
+
 def _render(tokenizer, turns: list[Turn], add_generation_prompt: bool = False) -> str:
-    if not turns and not add_generation_prompt:
-        return ""
+    if not turns:
+        return _opening_header(tokenizer) if add_generation_prompt else ""
     messages = [{"role": t.role, "content": t.content} for t in turns]
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt

@@ -11,7 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
 
 from ..data import EpisodeCollator, prepare_dataset
+from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
+from .checkpointing import SafeCheckpointMixin, require_safetensors
+from .guards import NONFINITE_MODES, NonFiniteGuardMixin
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,13 @@ class LMRLConfig(TrainingArguments):
     Parameters that control the data preprocessing:
         max_length: episodes longer than this many tokens are truncated from the left (the
             outcome is at the end); `None` keeps everything.
+        truncation_mode: `"keep_end"` truncates long episodes as above and counts them in the log;
+            `"error"` stops at the first one, naming its row.
         dataset_num_proc: processes used to tokenize the dataset.
+
+    Parameters that control the training:
+        nonfinite: `"error"` stops at a NaN/inf loss term or gradient norm, naming the step and the
+            term; `"skip"` skips that optimizer step and counts it in the logs (see `trainers/guards.py`).
 
     Note: defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the losses
     read `action_mask`, `rewards`, `dones`), `logging_steps=10`; and `use_cpu` turns on by itself
@@ -42,6 +51,16 @@ class LMRLConfig(TrainingArguments):
     max_length: int | None = field(
         default=512, metadata={"help": "Truncate episodes longer than this many tokens, from the left."}
     )
+    truncation_mode: str = field(
+        default="keep_end",
+        metadata={"help": "Episodes longer than max_length: 'keep_end' truncates them from the left and counts "
+                  "them in the log; 'error' stops, naming the row."},
+    )
+    nonfinite: str = field(
+        default="error",
+        metadata={"help": "A NaN/inf loss term or gradient norm: 'error' stops training naming the step and the "
+                  "term; 'skip' skips that optimizer step (no update) and logs nonfinite_skipped_steps."},
+    )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Number of processes used to tokenize the dataset."}
     )
@@ -55,6 +74,18 @@ class LMRLConfig(TrainingArguments):
             # transformers would run each process alone; on CPUs, several processes mean DDP over gloo
             self.use_cpu = True
         super().__post_init__()
+        if self.nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got {self.nonfinite!r}.")
+        if self.nonfinite == "skip" and self.deepspeed:
+            raise ValueError("nonfinite='skip' does not work with DeepSpeed, whose engine steps the optimizer "
+                             "itself (its fp16 loss scaler skips overflowing steps); use nonfinite='error'.")
+        if self.truncation_mode not in ("keep_end", "error"):
+            raise ValueError(f"truncation_mode must be 'keep_end' or 'error', got {self.truncation_mode!r}.")
+
+    def load_kwargs(self) -> dict:
+        """`from_pretrained` keyword arguments for a model given as a string: `model_init_kwargs`, with
+        weights from safetensors only and remote code off unless asked for."""
+        return {"use_safetensors": True, **(self.model_init_kwargs or {}), "trust_remote_code": self.trust_remote_code}
 
 
 def launched_on_cpu_only() -> bool:
@@ -77,9 +108,11 @@ def check_vocabulary(tokenizer, model: PreTrainedModel) -> None:
         )
 
 
-class LMRLTrainer(Trainer):
+class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
     """A `Trainer` over episodes: tokenizes messages rows (DESIGN §2) once, pads them with
-    [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records."""
+    [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records. Checkpoints are
+    written atomically and checked before a resume (`checkpointing.py`); NaN/inf losses and gradients
+    stop training or skip the step (`guards.py`)."""
 
     def __init__(
         self,
@@ -96,15 +129,18 @@ class LMRLTrainer(Trainer):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")
             processing_class = load_tokenizer(model, args.trust_remote_code)
         if isinstance(model, str):
+            if os.path.isdir(model):
+                require_safetensors(model)
             model = self._load_model(model, args)
         model = self._prepare_model(model, args)
         check_vocabulary(processing_class, model)
+        padding = pad_token_id(processing_class)  # no pad and no eos token: an error in words, before any work
         train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
         eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
         self._initialize_from_data(model, train_dataset, args)
         model = self._model_to_train(model, train_dataset, args)
         if data_collator is None:
-            data_collator = EpisodeCollator(pad_token_id(processing_class))
+            data_collator = EpisodeCollator(padding)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         super().__init__(
             model=model,
@@ -120,8 +156,7 @@ class LMRLTrainer(Trainer):
 
     # ------------------------------------------------------------ hooks for subclasses
     def _load_model(self, model_id: str, args: LMRLConfig) -> PreTrainedModel:
-        kwargs = dict(args.model_init_kwargs or {})
-        return AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=args.trust_remote_code, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(model_id, **args.load_kwargs())
 
     def _prepare_model(self, model: PreTrainedModel, args: LMRLConfig) -> PreTrainedModel:
         return model
@@ -141,9 +176,10 @@ class LMRLTrainer(Trainer):
             return None
         if "input_ids" not in getattr(dataset, "column_names", []):
             dataset = prepare_dataset(
-                dataset, tokenizer, args.max_length, args.dataset_num_proc, self._episode_transform(args)
+                dataset, tokenizer, args.max_length, args.dataset_num_proc, self._episode_transform(args),
+                truncation_mode=args.truncation_mode,
             )
-        return dataset
+        return check_tokenized(dataset)
 
     # ------------------------------------------------------------ loss plumbing
     def model_inputs(self, inputs: dict) -> dict:
@@ -151,8 +187,11 @@ class LMRLTrainer(Trainer):
 
     def record(self, stats: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"
-        for key, value in stats.items():
-            self._metrics[mode][key].append(float(value))
+        values = {key: float(value) for key, value in stats.items()}
+        if mode == "train":
+            self.check_loss_terms(values)
+        for key, value in values.items():
+            self._metrics[mode][key].append(value)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -125,7 +125,8 @@ class CALMTrainer(LMRLTrainer):
                     "outcome": task.outcome_label(row) if task is not None else -100,
                     "outcome_query": max(0, last_start - 1)}
 
-        dataset = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc, extra_columns=columns)
+        dataset = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc, extra_columns=columns,
+                                  truncation_mode=args.truncation_mode)
         cut = sum(dataset["truncated"])
         if cut:
             logger.warning("CALM: %d of %d dialogues are longer than max_length=%s, so part of their context "

@@ -144,10 +144,7 @@ class ILQLTrainer(LMRLTrainer):
             self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval, trainer=self))
 
     def _load_model(self, model_id: str, args) -> PreTrainedModel:
-        kwargs = dict(args.model_init_kwargs or {})
-        return AutoModelForCausalLMWithILQLHeads.from_pretrained(
-            model_id, trust_remote_code=args.trust_remote_code, **args.head_kwargs(), **kwargs
-        )
+        return AutoModelForCausalLMWithILQLHeads.from_pretrained(model_id, **args.head_kwargs(), **args.load_kwargs())
 
     def _prepare_model(self, model, args):
         if isinstance(model, AutoModelForCausalLMWithILQLHeads):  # keep its heads; take the decoding settings

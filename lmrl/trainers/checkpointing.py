@@ -1,0 +1,240 @@
+"""Checkpoints that survive a crash: written atomically, checked before a resume, weights from safetensors.
+
+`transformers.Trainer` writes `checkpoint-N/` file by file, and `resume_from_checkpoint=True` takes the
+highest-numbered folder whether it is complete or not: after a job is killed while saving, every
+resume fails on the half-written folder (no, or a truncated, trainer_state.json) until someone
+deletes it by hand. lmrl's trainers write each checkpoint into `.partial-checkpoint-N/` and rename it
+to `checkpoint-N` once every file (weights, optimizer, scheduler, RNG states, trainer state) is on
+disk, so a `checkpoint-N` folder is always whole. Before resuming they check the folder (complete,
+weights in safetensors, shapes that match the model), and `resume_from_checkpoint=True` skips
+incomplete folders left by other tools.
+
+Optimizer, scheduler and RNG states are `torch.save` files; transformers 5 loads them with
+`torch.load(weights_only=True)`, which refuses pickles that would run code. The training arguments
+are written as `training_args.json` beside Trainer's pickled `training_args.bin`, which nothing loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = ".partial-"
+TRAINER_STATE = "trainer_state.json"
+TRAINING_ARGS_JSON = "training_args.json"
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a local model folder whose weights are only pickles (`pytorch_model.bin`)."""
+    names = set(os.listdir(path))
+    if not names & set(SAFE_WEIGHTS) and names & set(PICKLE_WEIGHTS):
+        pickles = ", ".join(sorted(names & set(PICKLE_WEIGHTS)))
+        raise ValueError(
+            f"{path}: the weights are only in pickle format ({pickles}); lmrl loads weights only from "
+            "safetensors, because unpickling can run code. If you trust the file, convert it once: "
+            "AutoModelForCausalLM.from_pretrained(path, use_safetensors=False).save_pretrained(path)."
+        )
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be resumed from, or `None` when it is a complete checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        return "no such checkpoint directory"
+    names = set(os.listdir(path))
+    sharded = any(name.startswith("pytorch_model_fsdp") for name in names)  # FSDP: torch.distributed.checkpoint
+    if not names & set(SAFE_WEIGHTS) and not sharded:
+        if names & set(PICKLE_WEIGHTS):
+            return "its weights are only in pickle format (pytorch_model.bin); lmrl loads weights only from safetensors"
+        return "it has no model weights (model.safetensors), so it is incomplete"
+    try:
+        json.loads((path / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return f"its {TRAINER_STATE} is missing or unreadable, so it is incomplete (killed while being written?)"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` in `output_dir` that can be resumed from; incomplete ones are skipped
+    with a warning."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(
+        ((int(match.group(1)), name) for name in os.listdir(output_dir) if (match := _CHECKPOINT.match(name))),
+        reverse=True,
+    )
+    for _, name in steps:
+        problem = checkpoint_problem(output_dir / name)
+        if problem is None:
+            return str(output_dir / name)
+        logger.warning("Not resuming from %s: %s. Trying the one before.", output_dir / name, problem)
+    return None
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise a `ValueError` in words when `path` cannot be resumed from."""
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return
+    if problem == "no such checkpoint directory":
+        advice = "Check the path, or pass resume_from_checkpoint=True to take the last complete checkpoint."
+    elif "pickle" in problem:
+        advice = "Convert the weights to model.safetensors if you trust the file (see README, Reliability)."
+    else:
+        advice = "Resume from an earlier checkpoint, or pass resume_from_checkpoint=True to skip incomplete ones."
+    raise ValueError(f"{path}: cannot resume: {problem}. {advice}")
+
+
+def _saved_shapes(path: Path) -> dict[str, list[int]] | None:
+    """Tensor shapes in a checkpoint's safetensors files (read from the headers, not loaded)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None  # adapters (PEFT) or FSDP shards: their own loaders check them
+    shapes = {}
+    for name in files:
+        with safe_open(path / name, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                shapes[key] = list(handle.get_slice(key).get_shape())
+    return shapes
+
+
+def _structure(config) -> dict:
+    fields = ("model_type", "head_type", "num_q_heads")
+    return {key: getattr(config, key) for key in fields if getattr(config, key, None) is not None}
+
+
+def check_matches_model(path: str | Path, model: torch.nn.Module) -> None:
+    """Raise a `ValueError` when the checkpoint's weights do not fit `model` (other heads or sizes).
+
+    Trainer loads checkpoints with `strict=False`, so a missing head would otherwise start fresh in
+    silence and a different head shape fail deep inside `load_state_dict`."""
+    path = Path(path)
+    saved = _saved_shapes(path)
+    if saved is None:
+        return
+    state = model.state_dict()
+    pointers = {tensor.data_ptr() for key, tensor in state.items() if key in saved}
+    problems = []
+    for key, tensor in state.items():
+        if key in saved:
+            if saved[key] != list(tensor.shape):
+                problems.append(f"'{key}' has shape {saved[key]} in the checkpoint but {list(tensor.shape)} in the model")
+        elif tensor.data_ptr() not in pointers:  # tied weights are saved once, under another name
+            problems.append(f"'{key}' is missing from the checkpoint")
+    problems += [f"'{key}' is in the checkpoint but not in the model" for key in sorted(set(saved) - set(state))]
+    if not problems:
+        return
+    detail = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    settings = ""
+    if (path / "config.json").is_file() and hasattr(model, "config"):
+        written = json.loads((path / "config.json").read_text())
+        ours = _structure(model.config)
+        differ = [f"{key}={written.get(key)!r} (model: {value!r})" for key, value in ours.items()
+                  if written.get(key) != value]
+        settings = f" The checkpoint was written with {', '.join(differ)}." if differ else ""
+    raise ValueError(
+        f"{path} does not match the model being trained: {detail}.{settings} Resume with the model, "
+        "head_type and num_q_heads of the run that wrote it, or train into a new output_dir."
+    )
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            descriptor = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def publish(staged: str, final: str) -> None:
+    """Move a fully written checkpoint folder to its final name in one rename."""
+    _fsync_tree(staged)
+    old = None
+    if os.path.exists(final):  # saved twice at one step: swap, then drop the old copy
+        old = os.path.join(os.path.dirname(final), PARTIAL_PREFIX + "replaced-" + os.path.basename(final))
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    descriptor = os.open(os.path.dirname(final) or ".", os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class SafeCheckpointMixin:
+    """`Trainer` methods that write checkpoints atomically and check them before resuming."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, PARTIAL_PREFIX + name)
+        if self.args.should_save and os.path.isdir(staging):
+            shutil.rmtree(staging)  # left behind by a job killed while saving
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: staging  # Trainer then writes staging/checkpoint-N
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        written, final = os.path.join(staging, name), os.path.join(run_dir, name)
+        if self.state.best_model_checkpoint == written:
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(written, TRAINER_STATE))
+        self.accelerator.wait_for_everyone()  # every process has written its files (e.g. its RNG state)
+        if self.args.should_save:
+            publish(written, final)
+            os.rmdir(staging)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            Path(output_dir or self.args.output_dir, TRAINING_ARGS_JSON).write_text(self.args.to_json_string())
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        if resume_from_checkpoint is True:
+            found = last_complete_checkpoint(self.args.output_dir)
+            if found is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint-N "
+                    "folder. Train without resuming, or point resume_from_checkpoint at a checkpoint folder."
+                )
+            resume_from_checkpoint = found
+        if not resume_from_checkpoint:
+            return super().train(resume_from_checkpoint=None, trial=trial, **kwargs)
+        check_checkpoint(resume_from_checkpoint)
+        check_matches_model(resume_from_checkpoint, self.model)
+        logger.info("Resuming from %s.", resume_from_checkpoint)
+        try:
+            return super().train(resume_from_checkpoint=str(resume_from_checkpoint), trial=trial, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{resume_from_checkpoint}: its optimizer, scheduler or RNG state is not a plain tensor file, "
+                f"so it was not loaded (lmrl loads them with weights_only=True: {err}). Resume from a "
+                "checkpoint you wrote yourself."
+            ) from err
