@@ -48,10 +48,10 @@ class TiedQHead(nn.Module):
         self, g: torch.Tensor, output_embedding: torch.Tensor, token_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Q from precomputed features, for the given tokens [..., k] or the vocabulary [..., V]."""
-        weight = output_embedding.detach().to(g.dtype)  # [V, h]; Q never moves the LM head
+        weight = output_embedding.detach()  # [V, h]; Q never moves the LM head
         if token_ids is None:
-            return g @ weight.T + self.bias.to(g.dtype)  # [..., V]
-        rows = weight[token_ids]  # [..., k, h]
+            return g @ weight.T.to(g.dtype) + self.bias.to(g.dtype)  # [..., V]
+        rows = weight[token_ids].to(g.dtype)  # [..., k, h]
         return torch.einsum("...h,...kh->...k", g, rows) + self.bias.to(g.dtype)[token_ids]
 
 

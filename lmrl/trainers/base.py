@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 
 from ..data import EpisodeCollator, prepare_dataset
 from ..data.tokenization import pad_token_id
+from ..models.adapters import is_peft_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,13 @@ def check_vocabulary(tokenizer, model: PreTrainedModel) -> None:
 
 class LMRLTrainer(Trainer):
     """A `Trainer` over episodes: tokenizes messages rows (DESIGN §2) once, pads them with
-    [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records."""
+    [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records.
+
+    `peft_config` (e.g. `peft.LoraConfig(r=8, lora_alpha=16)`), as in TRL, trains a PEFT adapter on
+    the language model instead of its weights; heads an algorithm adds (ILQL's Q and V, CALM's
+    outcome head) stay fully trainable. The count of trainable parameters is logged and kept in
+    `trainer.parameter_counts`.
+    """
 
     def __init__(
         self,
@@ -75,6 +82,7 @@ class LMRLTrainer(Trainer):
         eval_dataset=None,
         processing_class=None,
         data_collator=None,
+        peft_config=None,
         **kwargs,
     ):
         if processing_class is None:
@@ -84,11 +92,16 @@ class LMRLTrainer(Trainer):
         if isinstance(model, str):
             model = self._load_model(model, args)
         model = self._prepare_model(model, args)
+        if peft_config is not None:
+            model = self._apply_peft(model, peft_config)
         check_vocabulary(processing_class, model)
         train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
         eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
         self._initialize_from_data(model, train_dataset, args)
         model = self._model_to_train(model, train_dataset, args)
+        self.parameter_counts = trainable_parameters(model)
+        logger.info("trainable params: {trainable_parameters:,} || all params: {total_parameters:,} || "
+                    "trainable: {trainable_fraction:.2%}".format(**self.parameter_counts))
         if data_collator is None:
             data_collator = EpisodeCollator(pad_token_id(processing_class))
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -111,6 +124,15 @@ class LMRLTrainer(Trainer):
 
     def _prepare_model(self, model: PreTrainedModel, args: LMRLConfig) -> PreTrainedModel:
         return model
+
+    def _apply_peft(self, model: PreTrainedModel, peft_config) -> PreTrainedModel:
+        """Wrap the model in a PEFT adapter (`peft.get_peft_model`)."""
+        from peft import get_peft_model
+
+        if is_peft_model(model):
+            raise ValueError("The model already has a PEFT adapter: pass peft_config=None to keep training it "
+                             "(load it with is_trainable=True), or merge it first (model.merge_and_unload()).")
+        return get_peft_model(model, peft_config)
 
     def _initialize_from_data(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> None:
         """Set up anything that depends on the training data (e.g. where fresh heads start)."""
