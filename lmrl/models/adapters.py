@@ -42,7 +42,7 @@ def adapter_config_file(source, **kwargs) -> str | None:
     return find_adapter_config_file(str(source), **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
 
 
-def trainable_parameters(model: torch.nn.Module) -> dict[str, float]:
+def trainable_parameters(model: torch.nn.Module) -> dict[str, int | float]:
     """Trainable and total parameter counts (shared tensors counted once) and their ratio."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -50,7 +50,7 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, float]:
 
 
 def save_adapter_checkpoint(model: PreTrainedModel, directory: str | Path, state_dict: dict | None = None,
-                            is_main_process: bool = True, **kwargs) -> None:
+                            is_main_process: bool = True) -> None:
     """Save the trunk's adapter, the heads and the settings of an ILQL-heads model to `directory`.
 
     `state_dict` (as the `Trainer` passes it, e.g. gathered under FSDP) defaults to the model's own."""

@@ -157,6 +157,9 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     def save_pretrained(self, save_directory, *args, state_dict: dict | None = None, **kwargs):
         """Save weights and settings; with a PEFT trunk, the adapter and the heads (see `adapters`)."""
         if self.has_peft_adapter:
+            if kwargs.get("push_to_hub"):
+                raise ValueError("push_to_hub is not supported for a PEFT trunk: save to a folder, then upload it "
+                                 "with huggingface_hub.upload_folder.")
             return save_adapter_checkpoint(self, save_directory, state_dict,
                                            is_main_process=kwargs.get("is_main_process", True))
         return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
