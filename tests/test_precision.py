@@ -20,11 +20,12 @@ def _train(tokenizer, tmp_path, name, **overrides):
     args = _args(ILQLConfig, tmp_path, name, **(settings | overrides))
     trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer, **NO_DROPOUT["gpt2"]), args=args,
                           train_dataset=bandit_rows(32), processing_class=tokenizer)
-    dtypes = []
+    dtypes, layer_calls = [], []
     trainer.model.pretrained_model.register_forward_hook(lambda m, i, out: dtypes.append(out.logits.dtype))
+    trainer.model.get_decoder().h[0].mlp.register_forward_pre_hook(lambda *_: layer_calls.append(1))
     trainer.train()
     losses = torch.tensor([e["loss"] for e in trainer.state.log_history if "loss" in e])
-    return losses, trainer.model, set(dtypes)
+    return losses, trainer.model, set(dtypes), len(layer_calls) / len(dtypes)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,10 @@ SETTINGS = {
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_training_matches_the_fp32_run_within_tolerance(tokenizer, tmp_path, fp32_run, setting):
     overrides, tolerance, dtype = SETTINGS[setting]
-    reference_losses, reference, _ = fp32_run
-    losses, model, dtypes = _train(tokenizer, tmp_path, setting, **overrides)
+    reference_losses, reference, _, _ = fp32_run
+    losses, model, dtypes, layer_runs = _train(tokenizer, tmp_path, setting, **overrides)
     assert dtypes == {dtype}
+    assert layer_runs == (2 if setting == "checkpointing" else 1)  # checkpointing reruns each layer in backward
     assert len(losses) == len(reference_losses) == 4
     torch.testing.assert_close(losses, reference_losses, rtol=tolerance, atol=tolerance)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
@@ -67,8 +69,9 @@ def test_gradient_checkpointing_recomputes_the_trunk_and_gives_the_same_loss_and
     rewards, dones = torch.zeros(4, 12), torch.ones(4)
     rewards[:, -1] = 1.0
     layer = model.get_decoder().h[0] if architecture == "gpt2" else model.get_decoder().layers[0]
-    calls = []
-    layer.register_forward_hook(lambda *_: calls.append(1))
+    calls = []  # a pre-hook inside the layer: the checkpoint wraps the layer's forward (not its hooks), and
+    # the recomputation stops right after the last tensor the backward needs
+    layer.mlp.register_forward_pre_hook(lambda *_: calls.append(1))
 
     def loss_and_grads():
         model.zero_grad()
