@@ -59,9 +59,9 @@ def test_lora_ilql_trains_under_5_percent_of_the_parameters_and_reloads_to_the_s
     # 300-token vocabulary the heads alone are 17% of a 64-wide 2-layer model.
     base = _base_on_disk(tokenizer, tmp_path / "base", vocab_size=GPT2_VOCAB)
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
-    args = _args(ILQLConfig, tmp_path, "lora", learning_rate=1e-2, max_steps=6, logging_steps=1)
+    args = _args(ILQLConfig, tmp_path, "lora", learning_rate=1e-2, max_steps=4, logging_steps=1)
     with caplog.at_level(logging.INFO, logger="lmrl"):
-        trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(96), processing_class=tokenizer,
+        trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(64), processing_class=tokenizer,
                               peft_config=LoraConfig(r=4, lora_alpha=8))
     counts = trainer.parameter_counts
     print(f"ILQL + LoRA r=4, tiny GPT-2 (h=64, 2 layers, vocab {GPT2_VOCAB}): {counts}")
@@ -89,6 +89,9 @@ def test_lora_ilql_trains_under_5_percent_of_the_parameters_and_reloads_to_the_s
     expected = model.state_dict()
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, expected[key]), key
+    assert not any(p.requires_grad for n, p in loaded.named_parameters() if "lora_" in n)
+    trainable = AutoModelForCausalLMWithILQLHeads.from_pretrained(out, is_trainable=True)  # to train on
+    assert all(p.requires_grad for n, p in trainable.named_parameters() if "lora_" in n)
     trained = _guided(model.eval(), tokenizer)
     _assert_same_generation(_guided(loaded, tokenizer), trained)
 
