@@ -37,7 +37,7 @@ def _base_on_disk(tokenizer, path, architecture="gpt2", **overrides):
 
 def _guided(model, tokenizer):
     ids = torch.tensor([encode_prompt(tokenizer, PROMPT)])
-    return model.generate(input_ids=ids, min_new_tokens=6, max_new_tokens=6, do_sample=False,
+    return model.generate(input_ids=ids, min_new_tokens=4, max_new_tokens=4, do_sample=False,
                           pad_token_id=tokenizer.pad_token_id, output_scores=True, return_dict_in_generate=True)
 
 
@@ -59,9 +59,10 @@ def test_lora_ilql_trains_under_5_percent_of_the_parameters_and_reloads_to_the_s
     # 300-token vocabulary the heads alone are 17% of a 64-wide 2-layer model.
     base = _base_on_disk(tokenizer, tmp_path / "base", vocab_size=GPT2_VOCAB)
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
-    args = _args(ILQLConfig, tmp_path, "lora", learning_rate=1e-2, max_steps=4, logging_steps=1)
+    args = _args(ILQLConfig, tmp_path, "lora", learning_rate=1e-2, max_steps=3, per_device_train_batch_size=8,
+                 logging_steps=1)
     with caplog.at_level(logging.INFO, logger="lmrl"):
-        trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(64), processing_class=tokenizer,
+        trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(24), processing_class=tokenizer,
                               peft_config=LoraConfig(r=4, lora_alpha=8))
     counts = trainer.parameter_counts
     print(f"ILQL + LoRA r=4, tiny GPT-2 (h=64, 2 layers, vocab {GPT2_VOCAB}): {counts}")
