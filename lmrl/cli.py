@@ -79,6 +79,29 @@ class ScriptArguments:
     rank_temperature: float = field(
         default=0.0, metadata={"help": "Ranking: 0 = best-scored reply, > 0 = sample softmax(score / T)."}
     )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter on the LM instead of its weights (heads stay fully trained); the "
+                  "checkpoint is the adapter plus heads and names the base model."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names to adapt, e.g. [q_proj, v_proj] or [all-linear]; default: PEFT's choice "
+                  "for the architecture (the attention projections)."},
+    )
+
+
+def get_peft_config(script: ScriptArguments):
+    """The `LoraConfig` a recipe asks for (`use_peft: true`), or None."""
+    if not script.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=script.lora_r, lora_alpha=script.lora_alpha,
+                      lora_dropout=script.lora_dropout, target_modules=script.lora_target_modules)
 
 
 def _yaml(text: str, where: str):
@@ -146,13 +169,18 @@ def build_trainer(script: ScriptArguments, config):
     evaluation = load_episodes(script.eval_dataset) if script.eval_dataset else None
     if script.tiny_model is not None:
         model, tokenizer = build_tiny(train, **script.tiny_model)
+        if script.use_peft:  # the adapter names its base model: write the in-memory one to disk
+            base = Path(config.output_dir) / "base_model"
+            model.save_pretrained(base)
+            tokenizer.save_pretrained(base)
+            model.name_or_path = str(base)
     else:
         model = script.model_name_or_path
         tokenizer = AutoTokenizer.from_pretrained(
             script.tokenizer_name_or_path or script.model_name_or_path, trust_remote_code=config.trust_remote_code
         )
     return trainer_class(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, peft_config=get_peft_config(script))
 
 
 def train(recipe_path: str, overrides: list[str]) -> dict:
@@ -160,7 +188,8 @@ def train(recipe_path: str, overrides: list[str]) -> dict:
     trainer = build_trainer(script, config)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model()
-    summary = {"algorithm": script.algorithm, "output_dir": config.output_dir, **result.metrics}
+    summary = {"algorithm": script.algorithm, "output_dir": config.output_dir, **trainer.parameter_counts,
+               **result.metrics}
     if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
         Path(config.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

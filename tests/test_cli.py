@@ -34,15 +34,20 @@ def test_recipe_needs_one_model_source():
         parse_recipe(recipe)
 
 
-def test_train_command_runs_the_recipe_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_train_command_runs_the_recipe_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys, lora):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
-    code = main(["train", str(RECIPE), "--max_steps", "3", "--output_dir", str(out), "--logging_steps", "1"])
+    peft = ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8"] if lora else []
+    code = main(["train", str(RECIPE), "--max_steps", "3", "--output_dir", str(out), "--logging_steps", "1", *peft])
     assert code == 0
+    assert '"trainable_fraction"' in capsys.readouterr().out  # printed by lmrl train
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["algorithm"] == "ilql" and summary["train_loss"] > 0
+    assert 0 < summary["trainable_fraction"] < (0.5 if lora else 1.0)  # a tiny model: the heads dominate
     model = AutoModelForCausalLMWithILQLHeads.from_pretrained(out)
     assert model.config.guidance_top_p == 0.9 and model.config.beta == 8.0
+    assert model.has_peft_adapter == lora and (out / "adapter_config.json").exists() == lora
     assert (out / "tokenizer.json").exists()
 
 
@@ -59,20 +64,24 @@ def test_make_data_train_eval_compare_round_trip(tmp_path, monkeypatch, capsys):
     assert len(rows) == 40 and rows[0]["messages"][0]["role"] == "system"
 
     runs = []
-    for algo in ("bc", "ilql"):
+    for algo in ("bc", "ilql", "ilql_lora"):  # ilql_lora: a LoRA adapter on the bc model just trained
         out = tmp_path / algo
         recipe = str(ROOT / "recipes" / "maze" / f"{algo}.yaml")
         overrides = ["--dataset", str(data), "--output_dir", str(out), "--max_steps", "2"]
+        if algo == "ilql_lora":
+            overrides += ["--model_name_or_path", str(tmp_path / "bc")]
         assert main(["train", recipe, *overrides]) == 0
         assert main(["eval", recipe, "--checkpoint", str(out), "--episodes", "4", "--dataset", str(data)]) == 0
         report = json.loads((out / "eval.json").read_text())
-        assert report["episodes"] == 4 and report["algorithm"] == algo and "normalized" in report
+        assert report["episodes"] == 4 and report["algorithm"] == algo.split("_")[0] and "normalized" in report
         runs.append(str(out))
+    assert (tmp_path / "ilql_lora" / "adapter_config.json").exists()
     capsys.readouterr()
     plot = tmp_path / "compare.png"
     assert main(["compare", *runs, "--plot", str(plot)]) == 0
     table = capsys.readouterr().out
-    assert "| bc | bc |" in table and "| ilql | ilql |" in table and plot.stat().st_size > 1000
+    assert "| bc | bc |" in table and "| ilql | ilql |" in table and "| ilql_lora | ilql |" in table
+    assert plot.stat().st_size > 1000
 
 
 def test_eval_of_a_missing_critic_checkpoint_is_an_error_in_words(tmp_path, capsys):

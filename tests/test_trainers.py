@@ -88,12 +88,18 @@ def test_monte_carlo_regression_ranks_the_rewarded_reply_first(tokenizer, tmp_pa
     assert q[1] > q[0] + 0.3
 
 
-@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_ilql_trains_saves_loads_and_generates_on_each_architecture(tokenizer, tmp_path, architecture):
+@pytest.mark.parametrize(("architecture", "chat_template"),
+                         [("gpt2", False), ("llama", False), ("qwen2", True), ("gpt_neox", True)])
+def test_ilql_trains_saves_loads_and_generates_on_each_architecture(request, tmp_path, architecture, chat_template):
+    tokenizer = request.getfixturevalue("chat_tokenizer" if chat_template else "tokenizer")
     set_seed(0)
     args = _args(ILQLConfig, tmp_path, architecture, num_train_epochs=1, max_steps=3, logging_steps=1)
     trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer, architecture), args=args,
                           train_dataset=bandit_rows(48), processing_class=tokenizer)
+    row = trainer.train_dataset[1]  # " red", rendered through the chat template when the tokenizer has one
+    actions = [i for i, a in zip(row["input_ids"], row["action_mask"]) if a]
+    assert tokenizer.decode(actions) == " red" + tokenizer.eos_token
+    assert ("<|im_start|>assistant\n" in tokenizer.decode(row["input_ids"])) == chat_template
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss))
     logged = {key for entry in trainer.state.log_history for key in entry}

@@ -100,7 +100,7 @@ def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float =
 
 def _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, bc_weights, stats) -> torch.Tensor:
     """`cql_weight * L_CQL + bc_weight * L_BC` (each only when its weight is > 0); records both in `stats`."""
-    total = outputs.v_values.new_zeros(())
+    total = outputs.v_values.new_zeros((), dtype=torch.float32)
     if cql_weight > 0:
         stats["loss/cql"] = cql_loss(outputs.q_logits, actions)
         total = total + cql_weight * stats["loss/cql"]
@@ -124,25 +124,28 @@ def ilql_loss(
     bc_weight: float = 0.0,
     awac_beta: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats)."""
+    """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats).
+
+    The terms are computed in fp32 whatever the model's dtype (bf16 autocast, a bf16 model)."""
     steps = action_mask[:, 1:].bool()  # [B, L]
     actions = input_ids[:, 1:][steps]  # [N]
-    state_values = outputs.v_values[:, :-1]  # [B, L]
+    values, q_values, target_q_values = (x.float() for x in (outputs.v_values, outputs.q_values, outputs.target_q_values))
+    state_values = values[:, :-1]  # [B, L]
 
-    next_v = next_state_values(outputs.v_values, action_mask, attention_mask, dones)
+    next_v = next_state_values(values, action_mask, attention_mask, dones)
     targets = td_targets(rewards, next_v, gamma)
-    loss_q = q_loss(outputs.q_values, targets, steps)
-    loss_v = v_loss(outputs.target_q_values, state_values, steps, tau)
+    loss_q = q_loss(q_values, targets, steps)
+    loss_v = v_loss(target_q_values, state_values, steps, tau)
     loss = loss_q + loss_v
 
     stats = {"loss/q": loss_q, "loss/v": loss_v}
-    advantage = outputs.target_q_values.min(dim=0).values - state_values  # [B, L]
+    advantage = target_q_values.min(dim=0).values - state_values  # [B, L]
     weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 and bc_weight > 0 else None
     loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, weights, stats)
 
     stats.update(
         {
-            "values/q": masked_mean(outputs.q_values.min(dim=0).values, steps),
+            "values/q": masked_mean(q_values.min(dim=0).values, steps),
             "values/v": masked_mean(state_values, steps),
             "values/advantage": masked_mean(advantage, steps),
             "values/target": masked_mean(targets, steps),
@@ -203,14 +206,14 @@ def mc_loss(
     """Monte-Carlo regression: Q_k(s, a) and V(s) both regress to the observed return-to-go."""
     steps = action_mask[:, 1:].bool()
     actions = input_ids[:, 1:][steps]
-    state_values = outputs.v_values[:, :-1]
-    returns = monte_carlo_returns(rewards, action_mask, gamma)
-    loss_q = q_loss(outputs.q_values, returns, steps)
+    q_values, state_values = outputs.q_values.float(), outputs.v_values[:, :-1].float()
+    returns = monte_carlo_returns(rewards.float(), action_mask, gamma)
+    loss_q = q_loss(q_values, returns, steps)
     loss_v = masked_mean((state_values - returns).pow(2), steps)
     loss = loss_q + loss_v
     stats = {"loss/q": loss_q, "loss/v": loss_v}
     loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, None, stats)
-    stats["values/q"] = masked_mean(outputs.q_values.min(dim=0).values, steps)
+    stats["values/q"] = masked_mean(q_values.min(dim=0).values, steps)
     stats["values/v"] = masked_mean(state_values, steps)
     stats["values/return"] = masked_mean(returns, steps)
     return loss, {k: v.detach() for k, v in stats.items()}

@@ -48,10 +48,10 @@ class TiedQHead(nn.Module):
         self, g: torch.Tensor, output_embedding: torch.Tensor, token_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Q from precomputed features, for the given tokens [..., k] or the vocabulary [..., V]."""
-        weight = output_embedding.detach().to(g.dtype)  # [V, h]; Q never moves the LM head
+        weight = output_embedding.detach()  # [V, h]; Q never moves the LM head
         if token_ids is None:
-            return g @ weight.T + self.bias.to(g.dtype)  # [..., V]
-        rows = weight[token_ids]  # [..., k, h]
+            return g @ weight.T.to(g.dtype) + self.bias.to(g.dtype)  # [..., V]
+        rows = weight[token_ids].to(g.dtype)  # [..., k, h]
         return torch.einsum("...h,...kh->...k", g, rows) + self.bias.to(g.dtype)[token_ids]
 
 
@@ -106,6 +106,7 @@ def polyak_update_(target: nn.Module, online: nn.Module, alpha: float) -> None:
     targets, onlines = list(target.parameters()), list(online.parameters())
     targets = [getattr(p, "ds_tensor", p) for p in targets]  # ZeRO-3: this process's partition
     onlines = [getattr(p, "ds_tensor", p) for p in onlines]
+    onlines = [o.to(t.dtype) for o, t in zip(onlines, targets)]  # fp32 targets beside a bf16 model
     for t, o in zip(targets, onlines):
         if t.shape != o.shape:
             raise RuntimeError(

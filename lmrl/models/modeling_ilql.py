@@ -21,11 +21,19 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from ..generation.guidance import guided_scores
+from .adapters import (
+    HUB_KWARGS,
+    adapter_config_file,
+    from_adapter_checkpoint,
+    is_peft_model,
+    load_heads,
+    save_adapter_checkpoint,
+)
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
 from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
+_HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code")
 
 
 @dataclass
@@ -62,6 +70,11 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         ```
     `from_pretrained` accepts a hub id or local path of a plain causal LM (heads are added fresh),
     a directory saved by this class (heads, targets and settings are restored), or a model object.
+
+    PEFT: `add_peft_adapter(LoraConfig(...))` adapts the trunk only; the heads stay plain, fully
+    trainable modules. `save_pretrained` then writes the adapter (PEFT's format, naming the base model)
+    and the heads, `from_pretrained(that_dir)` restores base + adapter + heads, and `merge_and_unload()`
+    folds the adapter into the trunk's weights for deployment.
     """
 
     config_class = ILQLHeadsConfig
@@ -72,11 +85,15 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False
+    _keep_in_fp32_modules_strict = ["target_q_heads"]
 
     def __init__(self, config: ILQLHeadsConfig, pretrained_model: PreTrainedModel | None = None):
         super().__init__(config)
         if pretrained_model is None:
             pretrained_model = AutoModelForCausalLM.from_config(config.text_config)
+        else:  # a built (maybe trained, maybe PEFT-adapted) trunk: post_init must initialise the heads only
+            for module in pretrained_model.modules():
+                module._is_hf_initialized = True
         self.pretrained_model = pretrained_model
         hidden_size = config.text_config.hidden_size
         vocab_size = pretrained_model.get_output_embeddings().weight.shape[0]
@@ -86,10 +103,12 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self.target_q_heads = copy.deepcopy(self.q_heads).requires_grad_(False)
         self.v_head = ValueHead(hidden_size)
         dtype = next(pretrained_model.parameters()).dtype
-        for module in (self.q_heads, self.target_q_heads, self.v_head):
+        for module in (self.q_heads, self.v_head):
             module.to(dtype=dtype)
+        # Polyak steps of size alpha (0.005) round away in bf16/fp16: the targets are kept in fp32
+        self.target_q_heads.to(dtype=torch.float32)
         self._base_accepts_logits_to_keep = "logits_to_keep" in inspect.signature(
-            pretrained_model.forward
+            _unwrap_peft(pretrained_model).forward  # a PEFT model passes its keyword arguments on
         ).parameters
         self.post_init()
         if getattr(pretrained_model, "generation_config", None) is not None:
@@ -118,9 +137,15 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             for key, value in head_kwargs.items():
                 _set_head_setting(source.config, key, value, str(type(source).__name__))
             return source
-        if isinstance(source, PreTrainedModel):
+        if isinstance(source, PreTrainedModel) or is_peft_model(source):
             return cls.from_causal_lm(source, **head_kwargs)
 
+        adapter_config = adapter_config_file(source, **kwargs)
+        if adapter_config is not None and "config" not in kwargs:
+            model = from_adapter_checkpoint(cls, source, adapter_config, **kwargs)
+            for key, value in head_kwargs.items():
+                _set_head_setting(model.config, key, value, str(source))
+            return model
         config = kwargs.pop("config", None)
         if config is None:
             config = AutoConfig.from_pretrained(source, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
@@ -130,6 +155,47 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             return super().from_pretrained(source, *model_args, config=config, **kwargs)
         base = AutoModelForCausalLM.from_pretrained(source, *model_args, config=config, **kwargs)
         return cls.from_causal_lm(base, **head_kwargs)
+
+    def save_pretrained(self, save_directory, *args, state_dict: dict | None = None, **kwargs):
+        """Save weights and settings; with a PEFT trunk, the adapter and the heads (see `adapters`)."""
+        if self.has_peft_adapter:
+            if kwargs.get("push_to_hub"):
+                raise ValueError("push_to_hub is not supported for a PEFT trunk: save to a folder, then upload it "
+                                 "with huggingface_hub.upload_folder.")
+            return save_adapter_checkpoint(self, save_directory, state_dict,
+                                           is_main_process=kwargs.get("is_main_process", True))
+        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+
+    # ---------------------------------------------------------------- PEFT on the trunk
+    @property
+    def has_peft_adapter(self) -> bool:
+        """Whether the trunk is a `peft.PeftModel` (e.g. LoRA-adapted)."""
+        return is_peft_model(self.pretrained_model)
+
+    def add_peft_adapter(self, peft_config) -> AutoModelForCausalLMWithILQLHeads:
+        """Adapt the trunk with `peft_config` (e.g. `LoraConfig(r=8)`): its weights freeze except the
+        adapter's; the Q, target and V heads stay as they are (plain modules, Q and V trainable)."""
+        from peft import get_peft_model
+
+        if self.has_peft_adapter:
+            raise ValueError("The trunk already has a PEFT adapter. Train it as it is (load it with "
+                             "is_trainable=True), or merge it first with merge_and_unload().")
+        self.pretrained_model = get_peft_model(self.pretrained_model, peft_config)
+        return self
+
+    def load_adapter_checkpoint(self, directory: str) -> None:
+        """Load the adapter and heads of a checkpoint saved by this model into it (to resume training)."""
+        trunk = self.pretrained_model
+        trunk.load_adapter(str(directory), trunk.active_adapter, is_trainable=True)
+        load_heads(self, directory)
+
+    def merge_and_unload(self) -> AutoModelForCausalLMWithILQLHeads:
+        """Fold the trunk's adapter into its weights (PEFT's `merge_and_unload`) and drop PEFT: the
+        result decodes the same and saves as a plain lmrl checkpoint, loadable without peft."""
+        if not self.has_peft_adapter:
+            raise ValueError("The trunk has no PEFT adapter to merge.")
+        self.pretrained_model = self.pretrained_model.merge_and_unload()
+        return self
 
     def _init_weights(self, module):
         if isinstance(module, (TiedQHead, UntiedQHead, ValueHead)):
@@ -197,6 +263,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     # ---------------------------------------------------------------- heads
     def _q(self, heads: nn.ModuleList, hidden: torch.Tensor, token_ids: torch.Tensor | None) -> torch.Tensor:
         embedding = self.get_output_embeddings().weight
+        hidden = hidden.to(next(heads.parameters()).dtype)  # the fp32 targets read a bf16/fp16 trunk too
         return torch.stack([head(hidden, embedding, token_ids) for head in heads])  # [K, ..., k or V]
 
     def min_q(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -298,6 +365,10 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             hidden_states=hidden,
             past_key_values=out.past_key_values,
         )
+
+
+def _unwrap_peft(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def _set_head_setting(config: ILQLHeadsConfig, key: str, value, where: str) -> None:

@@ -15,6 +15,7 @@ from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
 from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
+from ..models.adapters import is_peft_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,13 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
     """A `Trainer` over episodes: tokenizes messages rows (DESIGN §2) once, pads them with
     [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records. Checkpoints are
     written atomically and checked before a resume (`checkpointing.py`); NaN/inf losses and gradients
-    stop training or skip the step (`guards.py`)."""
+    stop training or skip the step (`guards.py`).
+
+    `peft_config` (e.g. `peft.LoraConfig(r=8, lora_alpha=16)`), as in TRL, trains a PEFT adapter on
+    the language model instead of its weights; heads an algorithm adds (ILQL's Q and V, CALM's
+    outcome head) stay fully trainable. The count of trainable parameters is logged and kept in
+    `trainer.parameter_counts`.
+    """
 
     def __init__(
         self,
@@ -122,6 +129,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         eval_dataset=None,
         processing_class=None,
         data_collator=None,
+        peft_config=None,
         **kwargs,
     ):
         if processing_class is None:
@@ -133,12 +141,17 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
                 require_safetensors(model)
             model = self._load_model(model, args)
         model = self._prepare_model(model, args)
+        if peft_config is not None:
+            model = self._apply_peft(model, peft_config)
         check_vocabulary(processing_class, model)
         padding = pad_token_id(processing_class)  # no pad and no eos token: an error in words, before any work
         train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
         eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
         self._initialize_from_data(model, train_dataset, args)
         model = self._model_to_train(model, train_dataset, args)
+        self.parameter_counts = trainable_parameters(model)
+        logger.info("trainable params: {trainable_parameters:,} || all params: {total_parameters:,} || "
+                    "trainable: {trainable_fraction:.2%}".format(**self.parameter_counts))
         if data_collator is None:
             data_collator = EpisodeCollator(padding)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -160,6 +173,15 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
 
     def _prepare_model(self, model: PreTrainedModel, args: LMRLConfig) -> PreTrainedModel:
         return model
+
+    def _apply_peft(self, model: PreTrainedModel, peft_config) -> PreTrainedModel:
+        """Wrap the model in a PEFT adapter (`peft.get_peft_model`)."""
+        from peft import get_peft_model
+
+        if is_peft_model(model):
+            raise ValueError("The model already has a PEFT adapter: pass peft_config=None to keep training it "
+                             "(load it with is_trainable=True), or merge it first (model.merge_and_unload()).")
+        return get_peft_model(model, peft_config)
 
     def _initialize_from_data(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> None:
         """Set up anything that depends on the training data (e.g. where fresh heads start)."""

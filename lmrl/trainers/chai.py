@@ -251,6 +251,10 @@ class CHAITrainer(LMRLTrainer):
         self.proposal_model = model.to(args.device).eval().requires_grad_(False)
         return model
 
+    def _apply_peft(self, model, peft_config):
+        raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
+                         "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
+
     def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
         if dataset is None:
             return None

@@ -154,6 +154,15 @@ class ILQLTrainer(LMRLTrainer):
             return model
         return AutoModelForCausalLMWithILQLHeads.from_causal_lm(model, **args.head_kwargs())
 
+    def _apply_peft(self, model, peft_config):
+        return model.add_peft_adapter(peft_config)  # the trunk only: the heads stay plain modules
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.model if model is None else model
+        if not model.has_peft_adapter:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model.load_adapter_checkpoint(resume_from_checkpoint)
+
     def _initialize_from_data(self, model, train_dataset, args) -> None:
         if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
             model.start_heads_at(min(0.0, min(train_dataset["returns"])) * args.reward_scale)

@@ -1,0 +1,113 @@
+"""PEFT (e.g. LoRA) on the trunk of an ILQL-heads model: save, load and resume.
+
+A checkpoint of a model whose trunk carries a PEFT adapter holds, side by side:
+    adapter_config.json, adapter_model.safetensors   the adapter (PEFT's own format; the config names the base)
+    ilql_heads.safetensors                            Q, target-Q and V heads, in full
+    config.json                                       the head and decoding settings (and the base's config)
+The base weights are not copied: loading reads them from `base_model_name_or_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import cached_file
+from transformers.utils.peft_utils import find_adapter_config_file
+
+from .configuration import HEAD_FIELDS
+
+HEADS_WEIGHTS = "ilql_heads.safetensors"
+HEAD_MODULES = ("q_heads", "target_q_heads", "v_head")
+# keyword arguments of `from_pretrained` that locate files on disk or on the hub
+HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+
+
+def is_peft_model(module: torch.nn.Module) -> bool:
+    """Whether `module` is a `peft.PeftModel` (without importing peft when it is not loaded)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(module, PeftModel)
+
+
+def adapter_config_file(source, **kwargs) -> str | None:
+    """Path of `adapter_config.json` when `source` (a local directory or hub id) is a PEFT adapter."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    return find_adapter_config_file(str(source), **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, int | float]:
+    """Trainable and total parameter counts (shared tensors counted once) and their ratio."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_parameters": trainable, "total_parameters": total, "trainable_fraction": trainable / total}
+
+
+def save_adapter_checkpoint(model: PreTrainedModel, directory: str | Path, state_dict: dict | None = None,
+                            is_main_process: bool = True) -> None:
+    """Save the trunk's adapter, the heads and the settings of an ILQL-heads model to `directory`.
+
+    `state_dict` (as the `Trainer` passes it, e.g. gathered under FSDP) defaults to the model's own."""
+    if not is_main_process:
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dict = model.state_dict() if state_dict is None else state_dict
+    prefix = model.base_model_prefix + "."
+    trunk = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    heads = {k: v.detach().contiguous() for k, v in state_dict.items() if k.split(".")[0] in HEAD_MODULES}
+    model.pretrained_model.save_pretrained(str(directory), state_dict=trunk, safe_serialization=True)
+    save_file(heads, str(directory / HEADS_WEIGHTS), metadata={"format": "pt"})
+    model.config.save_pretrained(directory)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+
+
+def load_heads(model: torch.nn.Module, source, **kwargs) -> None:
+    """Load Q, target-Q and V heads saved by `save_adapter_checkpoint` into `model`."""
+    path = cached_file(str(source), HEADS_WEIGHTS, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
+    weights = load_file(path)
+    expected = {k for k in model.state_dict() if k.split(".")[0] in HEAD_MODULES}
+    if set(weights) != expected:
+        raise ValueError(
+            f"{path}: the saved heads do not match this model (missing {sorted(expected - set(weights))[:4]}, "
+            f"unexpected {sorted(set(weights) - expected)[:4]}). Load it with the head_type it was trained with."
+        )
+    model.load_state_dict(weights, strict=False)
+
+
+def from_adapter_checkpoint(cls, source, adapter_config: str, **kwargs):
+    """Build base + adapter + heads from a directory written by `save_adapter_checkpoint`.
+
+    The heads keep their saved settings (the caller applies overrides); a plain PEFT adapter of a causal
+    LM (no ILQL config beside it) gets fresh heads."""
+    from peft import PeftConfig, PeftModel
+
+    is_trainable = kwargs.pop("is_trainable", False)
+    hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+    peft_config = PeftConfig.from_pretrained(str(source), **hub)
+    base_id = peft_config.base_model_name_or_path
+    if not base_id:
+        raise ValueError(
+            f"{adapter_config} names no base model (base_model_name_or_path is empty: the adapter was trained on a "
+            "model built in memory). Save the base model, put its path in base_model_name_or_path, and load again."
+        )
+    base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config")}
+    base = AutoModelForCausalLM.from_pretrained(base_id, **base_kwargs)
+    trunk = PeftModel.from_pretrained(base, str(source), is_trainable=is_trainable, **hub)
+    try:
+        saved = AutoConfig.from_pretrained(str(source), **hub)
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, cls.config_class):
+        return cls.from_causal_lm(trunk).eval()
+    model = cls.from_causal_lm(trunk, **{key: getattr(saved, key) for key in HEAD_FIELDS})
+    load_heads(model, source, **hub)
+    model.heads_are_fresh = False
+    return model.eval()
