@@ -174,15 +174,15 @@ def test_calm_trains_an_adapter_and_its_outcome_head_in_full(tmp_path):
                           peft_config=LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
     head_before = {k: v.clone() for k, v in trainer.model.outcome_head.state_dict().items()}
     trainer.train()
-    model = trainer.model
-    assert all(p.requires_grad for p in model.outcome_head.parameters())
-    assert any(not torch.equal(v, head_before[k]) for k, v in model.outcome_head.state_dict().items())
+    head, model = trainer.model.outcome_head, trainer.model.lm  # the LM (adapted) and its head, trained together
+    assert all(p.requires_grad for p in head.parameters())
+    assert any(not torch.equal(v, head_before[k]) for k, v in head.state_dict().items())
     for key, value in _trunk_weights(model).items():
         assert torch.equal(value, frozen[key]), key
     trainer.save_model()
     saved = OutcomeHead.load(tmp_path / "calm")
     for key, value in saved.state_dict().items():
-        assert torch.equal(value, model.outcome_head.state_dict()[key])
+        assert torch.equal(value, head.state_dict()[key])
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "calm")
     ids = torch.tensor([tokenizer("Hello, I need a flight.")["input_ids"]])
     with torch.no_grad():

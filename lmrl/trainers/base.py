@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 from ..data import EpisodeCollator, prepare_dataset
 from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
+from ..models.adapters import is_peft_model, trainable_parameters
 from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
-from ..models.adapters import is_peft_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
