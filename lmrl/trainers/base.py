@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 
 from ..data import EpisodeCollator, prepare_dataset
 from ..data.tokenization import pad_token_id
+from ..models.policy_logits import PolicyLogits
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ class LMRLConfig(TrainingArguments):
         max_length: episodes longer than this many tokens are truncated from the left (the
             outcome is at the end); `None` keeps everything.
         dataset_num_proc: processes used to tokenize the dataset.
+    Parameters that control the training:
+        loss_chunk_size: tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), each
+            fused with its output projection so that [tokens x vocab] logits never exist whole.
 
     Note: defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the losses
     read `action_mask`, `rewards`, `dones`), `logging_steps=10`.
@@ -47,6 +51,18 @@ class LMRLConfig(TrainingArguments):
         default=False, metadata={"help": "Kept False: the losses need the action mask, rewards and dones."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
+    loss_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), computed fused "
+                  "with the output projection so [tokens x vocab] logits are never materialized whole. None: "
+                  "about 2^24 logits per chunk (130 tokens at a 128k vocabulary); 0: materialize the logits "
+                  "(the plain computation)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size must be >= 0 (0 = no chunking) or None, got {self.loss_chunk_size}.")
 
 
 def load_tokenizer(model_id: str, trust_remote_code: bool = False):
@@ -92,6 +108,7 @@ class LMRLTrainer(Trainer):
         if data_collator is None:
             data_collator = EpisodeCollator(pad_token_id(processing_class))
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._policy_logits = PolicyLogits()
         super().__init__(
             model=model,
             args=args,
@@ -134,6 +151,11 @@ class LMRLTrainer(Trainer):
     # ------------------------------------------------------------ loss plumbing
     def model_inputs(self, inputs: dict) -> dict:
         return {k: inputs[k] for k in ("input_ids", "attention_mask")}
+
+    def policy_logits(self, model, steps: torch.Tensor, **model_inputs):
+        """Run the causal LM; return (output, last hidden state, its logits at the action `steps`),
+        the logits factored for a chunked cross-entropy unless `loss_chunk_size` is 0."""
+        return self._policy_logits(model, steps, self.args.loss_chunk_size == 0, **model_inputs)
 
     def record(self, stats: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"

@@ -151,16 +151,15 @@ class CALMTrainer(LMRLTrainer):
                 self.model.add_module("outcome_head", head)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        output_hidden_states=True)
         steps = inputs["action_mask"][:, 1:].bool()
-        loss_lm = bc_loss(outputs.logits[:, :-1][steps], inputs["input_ids"][:, 1:][steps])
+        outputs, hidden, logits = self.policy_logits(model, steps, **self.model_inputs(inputs))
+        loss_lm = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size)
         loss = loss_lm
         stats = {"loss/lm": loss_lm.detach()}
         head = getattr(model, "outcome_head", None)
         labels = inputs.get("outcome")
         if head is not None and labels is not None and (labels >= 0).any():
-            logits = head(outputs.hidden_states[-1], inputs["context_mask"], inputs["outcome_query"])
+            logits = head(hidden, inputs["context_mask"], inputs["outcome_query"])
             valid = labels >= 0
             loss_outcome = F.cross_entropy(logits[valid], labels[valid])
             loss = loss + self.args.outcome_weight * loss_outcome
