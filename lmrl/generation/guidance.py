@@ -26,19 +26,22 @@ def guided_scores(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> torch.Tensor:
-    """Return guided next-token scores for base `logits` [..., V] and state values `values` [...]."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
-    vocab_size = log_probs.shape[-1]
-    if top_k <= 0 or top_k >= vocab_size:
-        advantage = (q_fn(None).float() - values.float()[..., None]).clamp(-clip, clip)
-        return log_probs + beta * advantage
+    """Return guided next-token scores (fp32) for base `logits` [..., V] and state values `values` [...].
 
-    top_log_probs, top_ids = log_probs.topk(top_k, dim=-1)  # [..., k], sorted descending
-    advantage = (q_fn(top_ids).float() - values.float()[..., None]).clamp(-clip, clip)
+    The top-k path allocates one vocabulary-sized tensor, the returned scores: the top-k tokens and
+    log-sum-exp are read from `logits` as they are, and Q is computed for the k tokens only."""
+    values = values.float()[..., None]
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        advantage = (q_fn(None).float() - values).clamp_(-clip, clip)  # [..., V]
+        return torch.log_softmax(logits.float(), dim=-1).add_(advantage.mul_(beta))
+
+    top_logits, top_ids = logits.topk(top_k, dim=-1)  # [..., k], sorted descending
+    top_log_probs = (top_logits - logits.logsumexp(dim=-1, keepdim=True)).float()  # log pi_beta of the k tokens
+    advantage = (q_fn(top_ids).float() - values).clamp_(-clip, clip)
     top_scores = top_log_probs + beta * advantage
     if top_p < 1.0:
         probs = top_log_probs.exp()
         mass_before = probs.cumsum(dim=-1) - probs  # the most likely token always survives
         top_scores = top_scores.masked_fill(mass_before >= top_p, float("-inf"))
-    scores = torch.full_like(log_probs, float("-inf"))
-    return scores.scatter(-1, top_ids, top_scores)
+    scores = torch.full(logits.shape, float("-inf"), dtype=torch.float32, device=logits.device)
+    return scores.scatter_(-1, top_ids, top_scores)
