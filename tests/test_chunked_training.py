@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from lmrl import AutoModelForCausalLMWithILQLHeads
-from lmrl.losses import ProjectedLogits, ilql_loss
+from lmrl.losses import ProjectedLogits, ilql_diagnostics, ilql_loss
 from lmrl.models.policy_logits import PolicyLogits
 from lmrl.tiny import tiny_causal_lm, tiny_config
 
@@ -56,6 +56,8 @@ def test_chunked_ilql_loss_and_gradients_equal_the_materialized_ones(tokenizer, 
     torch.testing.assert_close(chunked_loss, plain_loss)
     assert plain_grads.keys() == chunked_grads.keys()
     assert "pretrained_model.lm_head.weight" in chunked_grads or any("wte" in n or "embed" in n for n in chunked_grads)
+    diagnostics = ilql_diagnostics(chunked_out, batch["input_ids"], batch["action_mask"])  # samples chunk by chunk
+    assert torch.isfinite(diagnostics["diagnostics/advantage_sampled"])
     for name, grad in plain_grads.items():
         scale = max(1.0, grad.abs().max().item())  # float-noise tolerance relative to the gradient's size
         torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6 * scale, rtol=1e-4, msg=name)

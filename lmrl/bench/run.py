@@ -89,7 +89,8 @@ def train_rows(shape: str, section: str, group: dict[str, train.TrainVariant], t
     return rows, memory["bc"]
 
 
-def bench_shape(shape: ModelShape, work: Workload, device: torch.device) -> list[Row]:
+def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare_chunking: bool) -> list[Row]:
+    """All measures on one shape; `compare_chunking` adds the unchunked BC and ILQL losses to the training rows."""
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(shape.config()).to(device)
     value_model = train.wrap(AutoModelForCausalLM.from_config(shape.config(value_model=True)), "tied", work.beta,
@@ -108,10 +109,12 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device) -> list
         models[head_type].train()
     batch = train.training_batch(work.train_batch, work.train_len, shape.vocab_size, device)
     bc, tied = train.bc(base, batch), train.ilql(models["tied"], batch, "ILQL, tied heads (lmrl)")
-    group = {"bc": bc, "bc_plain": train.bc(base, batch, chunk_size=0, optimizer=bc.optimizer), "tied": tied,
-             "tied_unchunked": train.ilql(models["tied"], batch, "ILQL, tied heads, losses unchunked "
-                                          "(loss_chunk_size=0)", 0, tied.optimizer),
-             "untied": train.ilql(models["untied"], batch, "ILQL, untied heads (reference head design)")}
+    group = {"bc": bc, "tied": tied}
+    if compare_chunking:
+        group["bc_plain"] = train.bc(base, batch, chunk_size=0, optimizer=bc.optimizer)
+        group["tied_unchunked"] = train.ilql(models["tied"], batch, "ILQL, tied heads, losses unchunked "
+                                             "(loss_chunk_size=0)", 0, tied.optimizer)
+    group["untied"] = train.ilql(models["untied"], batch, "ILQL, untied heads (reference head design)")
     if shape.architecture == "gpt2":
         targets = {"tied": Target("ratio", TARGETS["train_tied_gpt2"])}
     else:  # the large-vocabulary shape
@@ -126,8 +129,8 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device) -> list
 
 
 def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> list[Row]:
-    """BC vs ILQL (tied, chunked and unchunked) over vocabulary sizes and sequence lengths."""
-    configs = [(v, work.train_len) for v in work.scaling_vocabs]
+    """BC vs ILQL (tied, chunked and unchunked) over vocabulary sizes and sequence lengths, one row a batch."""
+    configs = [(v, work.scaling_lengths[0]) for v in work.scaling_vocabs]
     configs += [(shape.vocab_size, t) for t in work.scaling_lengths if (shape.vocab_size, t) not in configs]
     rows = []
     for vocab, length in configs:
@@ -135,12 +138,12 @@ def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> lis
         torch.manual_seed(0)
         base = AutoModelForCausalLM.from_config(shape.config(vocab_size=vocab)).to(device).train()
         model = train.wrap(base, "tied", work.beta, work.guidance_top_k).to(device).train()
-        batch = train.training_batch(work.train_batch, length, vocab, device)
+        batch = train.training_batch(1, length, vocab, device)
         tied = train.ilql(model, batch, "ILQL, tied heads (lmrl)")
         group = {"bc": train.bc(base, batch), "tied": tied,
                  "tied_unchunked": train.ilql(model, batch, "ILQL, tied heads, losses unchunked", 0, tied.optimizer)}
-        rows += train_rows(shape.name, f"scaling V={vocab:,} T={length}", group, work.train_batch * length,
-                           work.scaling_repeats, device)[0]
+        rows += train_rows(shape.name, f"scaling 1x{length}, V={vocab:,}", group, length, work.scaling_repeats,
+                           device)[0]
         del group, tied, model, base
         gc.collect()
     return rows
@@ -149,7 +152,7 @@ def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> lis
 def run(plan: Plan, device: torch.device) -> list[Row]:
     rows = []
     for shape in plan.shapes:
-        rows += bench_shape(shape, plan.workload, device)
+        rows += bench_shape(shape, plan.workload, device, compare_chunking=shape is plan.scaling_shape)
         gc.collect()
     return rows + scaling_rows(plan.scaling_shape, plan.workload, device)
 

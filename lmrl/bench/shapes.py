@@ -56,8 +56,8 @@ class Workload:
     train_batch: int
     train_len: int
     train_repeats: int
-    scaling_vocabs: tuple[int, ...]  # at train_len, on the Llama shape
-    scaling_lengths: tuple[int, ...]  # at the Llama shape's own vocabulary
+    scaling_vocabs: tuple[int, ...]  # at the first scaling length, on the large-vocabulary shape, batch 1
+    scaling_lengths: tuple[int, ...]  # at that shape's own vocabulary, batch 1
     scaling_repeats: int
     guidance_top_k: int = 50
     beta: float = 4.0

@@ -28,20 +28,19 @@ def guided_scores(
 ) -> torch.Tensor:
     """Return guided next-token scores (fp32) for base `logits` [..., V] and state values `values` [...].
 
-    The top-k path allocates one vocabulary-sized tensor, the returned scores: the top-k tokens and
-    log-sum-exp are read from `logits` as they are, and Q is computed for the k tokens only."""
+    The top-k path allocates one vocabulary-sized tensor: `log_softmax(logits)`, which then becomes the
+    returned scores in place; Q is computed for the k surviving tokens only."""
     values = values.float()[..., None]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
     if top_k <= 0 or top_k >= logits.shape[-1]:
         advantage = (q_fn(None).float() - values).clamp_(-clip, clip)  # [..., V]
-        return torch.log_softmax(logits.float(), dim=-1).add_(advantage.mul_(beta))
+        return log_probs.add_(advantage.mul_(beta))
 
-    top_logits, top_ids = logits.topk(top_k, dim=-1)  # [..., k], sorted descending
-    top_log_probs = (top_logits - logits.logsumexp(dim=-1, keepdim=True)).float()  # log pi_beta of the k tokens
+    top_log_probs, top_ids = log_probs.topk(top_k, dim=-1)  # [..., k], sorted descending
     advantage = (q_fn(top_ids).float() - values).clamp_(-clip, clip)
     top_scores = top_log_probs + beta * advantage
     if top_p < 1.0:
         probs = top_log_probs.exp()
         mass_before = probs.cumsum(dim=-1) - probs  # the most likely token always survives
         top_scores = top_scores.masked_fill(mass_before >= top_p, float("-inf"))
-    scores = torch.full(logits.shape, float("-inf"), dtype=torch.float32, device=logits.device)
-    return scores.scatter_(-1, top_ids, top_scores)
+    return log_probs.fill_(float("-inf")).scatter_(-1, top_ids, top_scores)
