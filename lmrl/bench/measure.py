@@ -62,8 +62,8 @@ def tensor_bytes(tensors: list[torch.Tensor]) -> int:
 
 def peak_step_memory(step: Callable[[], None], modules: list[nn.Module], optimizer: torch.optim.Optimizer,
                      device: torch.device) -> int:
-    """Peak bytes of one call of `step` (see MEMORY_METHOD); run it after a warm-up step, so the
-    optimizer state exists."""
+    """Peak bytes of one call of `step` (see MEMORY_METHOD); run it after a warm-up step: on a first
+    step the optimizer state does not exist yet during the backward, so its peak is lower."""
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

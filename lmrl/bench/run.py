@@ -60,8 +60,9 @@ def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, de
         progress(f"{shape.name}: decode, batch {batch}")
         prompt = torch.randint(0, shape.vocab_size - 1, (batch, work.prompt_len), device=device)
         variants = decode_variants(base, guided, value_model, prompt, work.new_tokens, work.guidance_top_k)
-        with torch.inference_mode():
-            times = interleaved({name: fn for name, (_, fn) in variants.items()}, work.decode_repeats, device)
+        with torch.inference_mode():  # warm-up at the first batch size only: the code paths are warm after it
+            times = interleaved({name: fn for name, (_, fn) in variants.items()}, work.decode_repeats, device,
+                                warm_up=not rows)
         for name, (label, _) in variants.items():
             seconds = statistics.median(times[name])
             target = Target("ratio", TARGETS["decode_top_k"]) if name == "top_k" else None
@@ -73,16 +74,21 @@ def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, de
 
 def train_rows(shape: str, section: str, group: dict[str, train.TrainVariant], tokens: int, repeats: int, device,
                targets: dict[str, Target] | None = None, bc_memory: int | None = None) -> tuple[list[Row], int]:
-    """Time the variants of `group` in interleaved rounds ("bc" is the ratios' baseline), then measure the peak
-    memory of one step of each. With `bc_memory` (BC measured before), the BC row is not repeated.
-    Returns the rows and BC's peak memory."""
-    times = interleaved({name: v.step for name, v in group.items()}, repeats, device)
-    memory = {} if bc_memory is None else {"bc": bc_memory}
+    """Time the variants of `group` in interleaved rounds after a warm-up step each ("bc" is the ratios'
+    baseline), then measure the peak memory of one more step of each (once the optimizer state exists: a
+    first step's peak is lower). With `bc_memory`, BC was measured (and warmed up) before and its row is not
+    repeated. Returns the rows and BC's peak memory."""
+    measured = {} if bc_memory is None else {"bc": bc_memory}
+    for name, variant in group.items():
+        if name not in measured:
+            variant.step()  # warm-up
+    times = interleaved({name: v.step for name, v in group.items()}, repeats, device, warm_up=False)
+    memory = {name: measured.get(name) or peak_step_memory(v.step, v.modules, v.optimizer, device)
+              for name, v in group.items()}
     rows = []
     for name, variant in group.items():
         if name == "bc" and bc_memory is not None:
             continue
-        memory[name] = peak_step_memory(variant.step, variant.modules, variant.optimizer, device)
         seconds = statistics.median(times[name])
         rows.append(Row(shape, section, variant.label, tokens / seconds, "tok/s", median_ratio(times[name], times["bc"]),
                         seconds, memory[name], memory[name] / memory["bc"], (targets or {}).get(name), times[name]))

@@ -84,7 +84,7 @@ LLAMA_128K = ModelShape("llama-128k", "llama", 512, 2, 8, 128256, value_hidden_s
 FULL = Plan(
     "full",
     (GPT2_SMALL, LLAMA_128K),
-    Workload(prompt_len=16, new_tokens=16, decode_batches=(1, 32), decode_repeats=3, train_batch=2, train_len=128,
+    Workload(prompt_len=8, new_tokens=16, decode_batches=(1, 32), decode_repeats=3, train_batch=2, train_len=128,
              train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 512), scaling_repeats=3),
 )
 QUICK = Plan(
