@@ -56,12 +56,12 @@ def parameter_rows(shape: ModelShape, base: nn.Module, models: dict, layout: Sep
 
 def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, device) -> list[Row]:
     rows = []
-    for batch in work.decode_batches:
+    for batch, repeats in work.decode_runs:
         progress(f"{shape.name}: decode, batch {batch}")
         prompt = torch.randint(0, shape.vocab_size - 1, (batch, work.prompt_len), device=device)
         variants = decode_variants(base, guided, value_model, prompt, work.new_tokens, work.guidance_top_k)
         with torch.inference_mode():  # warm-up at the first batch size only: the code paths are warm after it
-            times = interleaved({name: fn for name, (_, fn) in variants.items()}, work.decode_repeats, device,
+            times = interleaved({name: fn for name, (_, fn) in variants.items()}, repeats, device,
                                 warm_up=not rows)
         for name, (label, _) in variants.items():
             seconds = statistics.median(times[name])
@@ -115,11 +115,10 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare
         models[head_type].train()
     batch = train.training_batch(work.train_batch, work.train_len, shape.vocab_size, device)
     bc, tied = train.bc(base, batch), train.ilql(models["tied"], batch, "ILQL, tied heads (lmrl)")
-    group = {"bc": bc, "tied": tied}
-    if compare_chunking:
+    group = {"bc": bc}
+    if compare_chunking:  # the unchunked ILQL loss is compared in the scaling rows
         group["bc_plain"] = train.bc(base, batch, chunk_size=0, optimizer=bc.optimizer)
-        group["tied_unchunked"] = train.ilql(models["tied"], batch, "ILQL, tied heads, losses unchunked "
-                                             "(loss_chunk_size=0)", 0, tied.optimizer)
+    group["tied"] = tied
     group["untied"] = train.ilql(models["untied"], batch, "ILQL, untied heads (reference head design)")
     if shape.architecture == "gpt2":
         targets = {"tied": Target("ratio", TARGETS["train_tied_gpt2"])}

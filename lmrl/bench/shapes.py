@@ -51,8 +51,7 @@ class Workload:
 
     prompt_len: int
     new_tokens: int
-    decode_batches: tuple[int, ...]
-    decode_repeats: int
+    decode_runs: tuple[tuple[int, int], ...]  # (batch size, rounds)
     train_batch: int
     train_len: int
     train_repeats: int
@@ -84,7 +83,7 @@ LLAMA_128K = ModelShape("llama-128k", "llama", 512, 2, 8, 128256, value_hidden_s
 FULL = Plan(
     "full",
     (GPT2_SMALL, LLAMA_128K),
-    Workload(prompt_len=8, new_tokens=16, decode_batches=(1, 32), decode_repeats=3, train_batch=2, train_len=128,
+    Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 5), (32, 3)), train_batch=1, train_len=128,
              train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 512), scaling_repeats=3),
 )
 QUICK = Plan(
@@ -92,7 +91,7 @@ QUICK = Plan(
     (ModelShape("gpt2-tiny", "gpt2", 64, 2, 2, 512, value_hidden_size=32, value_num_layers=1),
      ModelShape("llama-tiny", "llama", 64, 2, 2, 2048, value_hidden_size=32, value_num_layers=1, num_kv_heads=1,
                 intermediate_size=128)),
-    Workload(prompt_len=8, new_tokens=4, decode_batches=(1, 4), decode_repeats=2, train_batch=2, train_len=16,
+    Workload(prompt_len=8, new_tokens=4, decode_runs=((1, 2), (4, 2)), train_batch=2, train_len=16,
              train_repeats=2, scaling_vocabs=(512, 2048), scaling_lengths=(16, 32), scaling_repeats=2, guidance_top_k=8),
     targets_judged=False,
 )
