@@ -32,7 +32,8 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
         assert expected in variants
     assert {row["section"] for row in rows if row["section"].startswith("decode")} == {"decode b=1", "decode b=4"}
     train = [row for row in rows if row["section"].startswith(("train", "scaling"))]
-    assert all(row["memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2 for row in train)
+    assert all(row["memory"] > row["backward_memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2
+               for row in train)
     assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.1, 1.6, 1.3}
 
 

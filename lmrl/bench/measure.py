@@ -60,20 +60,27 @@ def tensor_bytes(tensors: list[torch.Tensor]) -> int:
     return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
-def peak_step_memory(step: Callable[[], None], modules: list[nn.Module], optimizer: torch.optim.Optimizer,
-                     device: torch.device) -> int:
-    """Peak bytes of one call of `step` (see MEMORY_METHOD); run it after a warm-up step: on a first
-    step the optimizer state does not exist yet during the backward, so its peak is lower."""
+def peak_step_memory(backward: Callable[[], None], update: Callable[[], None], resident: list[torch.Tensor],
+                     device: torch.device) -> tuple[int, int]:
+    """Peak bytes of one training step (see MEMORY_METHOD), and the most its forward + backward held above
+    the `resident` tensors (weights, optimizer state): activations, logits, gradients so far. Run it after a
+    warm-up step: on a first step the optimizer state does not exist yet during the backward."""
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        step()
+        backward()
         synchronize(device)
-        return tensor_bytes(resident_tensors(modules, optimizer)) + torch.cuda.max_memory_allocated(device) - before
-    with LiveTensorMemory(resident_tensors(modules, optimizer)) as tracker:
-        step()
-    return tracker.peak
+        above = torch.cuda.max_memory_allocated(device) - before
+        update()
+        synchronize(device)
+        return tensor_bytes(resident) + torch.cuda.max_memory_allocated(device) - before, above
+    with LiveTensorMemory(resident) as tracker:
+        start = tracker.current
+        backward()
+        above = tracker.peak - start
+        update()
+    return tracker.peak, above
 
 
 class LiveTensorMemory(TorchDispatchMode):

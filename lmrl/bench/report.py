@@ -42,8 +42,9 @@ class Row:
     unit: str  # "tok/s" or "params"
     ratio: float | None = None
     seconds: float | None = None  # median time per call
-    memory: int | None = None
+    memory: int | None = None  # peak of one training step
     memory_ratio: float | None = None
+    backward_memory: int | None = None  # most held by forward + backward above the weights and optimizer state
     target: Target | None = None
     samples: list[float] | None = None  # seconds per call, one per round
 
@@ -54,7 +55,7 @@ class Row:
             value = f"{self.value:,.1f} tok/s ({self.seconds * 1e3:,.0f} ms)"
         cells = [
             self.shape, self.section, self.variant, value, _number(self.ratio),
-            _mib(self.memory), _number(self.memory_ratio),
+            _mib(self.memory), _number(self.memory_ratio), _mib(self.backward_memory),
             "" if self.target is None else self.target.describe(self, judge),
         ]
         return "| " + " | ".join(cells) + " |"
@@ -71,8 +72,8 @@ def _number(x: float | None) -> str:
 
 
 def table(rows: list[Row], judge: bool) -> str:
-    lines = ["| shape | measure | variant | value | ratio | peak memory | memory ratio | target |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| shape | measure | variant | value | ratio | peak memory | memory ratio | fwd+bwd memory | target |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     return "\n".join(lines + [row.markdown(judge) for row in rows])
 
 

@@ -15,14 +15,16 @@ from transformers import AutoModelForCausalLM
 
 from . import train
 from .decode import decode_variants
-from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory
+from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory, resident_tensors
 from .paper_layout import SeparateTrunksILQL
 from .report import Row, Target, load_average, machine, table, write_json
 from .shapes import FULL, QUICK, ModelShape, Plan, Workload
 
 TARGETS = {"params_tied": 0.06, "decode_top_k": 1.10, "train_tied_gpt2": 1.6, "memory_tied_128k": 1.3}
 NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmrl's BC), the median over rounds of "
-        "the per-round ratio; for parameters, added parameters / the base model's. tok/s and ms: medians.")
+        "the per-round ratio; for parameters, added parameters / the base model's. tok/s and ms: medians. "
+        "memory ratio: peak / BC's peak. fwd+bwd memory: the most the forward and backward held above the weights "
+        "and optimizer state (activations, logits, gradients), where the loss implementation shows.")
 
 
 def progress(message: str) -> None:
@@ -73,25 +75,28 @@ def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, de
 
 
 def train_rows(shape: str, section: str, group: dict[str, train.TrainVariant], tokens: int, repeats: int, device,
-               targets: dict[str, Target] | None = None, bc_memory: int | None = None) -> tuple[list[Row], int]:
+               targets: dict[str, Target] | None = None, bc_memory: tuple[int, int] | None = None
+               ) -> tuple[list[Row], tuple[int, int]]:
     """Time the variants of `group` in interleaved rounds after a warm-up step each ("bc" is the ratios'
-    baseline), then measure the peak memory of one more step of each (once the optimizer state exists: a
-    first step's peak is lower). With `bc_memory`, BC was measured (and warmed up) before and its row is not
-    repeated. Returns the rows and BC's peak memory."""
-    measured = {} if bc_memory is None else {"bc": bc_memory}
+    baseline), then measure the memory of one more step of each (once the optimizer state exists: a first
+    step's peak is lower). With `bc_memory`, BC was measured (and warmed up) before and its row is not
+    repeated. Returns the rows and BC's memory."""
+    memory = {} if bc_memory is None else {"bc": bc_memory}
     for name, variant in group.items():
-        if name not in measured:
+        if name not in memory:
             variant.step()  # warm-up
     times = interleaved({name: v.step for name, v in group.items()}, repeats, device, warm_up=False)
-    memory = {name: measured.get(name) or peak_step_memory(v.step, v.modules, v.optimizer, device)
-              for name, v in group.items()}
+    for name, v in group.items():
+        if name not in memory:
+            memory[name] = peak_step_memory(v.backward, v.update, resident_tensors(v.modules, v.optimizer), device)
     rows = []
     for name, variant in group.items():
         if name == "bc" and bc_memory is not None:
             continue
         seconds = statistics.median(times[name])
+        (peak, above), bc_peak = memory[name], memory["bc"][0]
         rows.append(Row(shape, section, variant.label, tokens / seconds, "tok/s", median_ratio(times[name], times["bc"]),
-                        seconds, memory[name], memory[name] / memory["bc"], (targets or {}).get(name), times[name]))
+                        seconds, peak, peak / bc_peak, above, (targets or {}).get(name), times[name]))
     return rows, memory["bc"]
 
 

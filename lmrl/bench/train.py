@@ -24,12 +24,18 @@ POLYAK_ALPHA = 0.005
 
 @dataclass
 class TrainVariant:
-    """One way of training: `step()` runs an optimizer step on `modules` (what its memory counts)."""
+    """One way of training: `step()` = `backward()` (forward, loss, backward) + `update()` (optimizer step,
+    target update) on `modules` (what its memory counts)."""
 
     label: str
-    step: Callable[[], None]
+    backward: Callable[[], None]
+    update: Callable[[], None]
     modules: list[nn.Module]
     optimizer: torch.optim.Optimizer
+
+    def step(self) -> None:
+        self.backward()
+        self.update()
 
 
 def training_batch(batch: int, length: int, vocab_size: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -51,14 +57,13 @@ def _variant(label: str, modules: list[nn.Module], loss_fn: Callable[[], torch.T
         params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
         optimizer = torch.optim.AdamW(params, lr=1e-5)
 
-    def step() -> None:
-        loss_fn().backward()
+    def update() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step()
 
-    return TrainVariant(label, step, modules, optimizer)
+    return TrainVariant(label, lambda: loss_fn().backward(), update, modules, optimizer)
 
 
 def bc(base: nn.Module, batch: dict, chunk_size: int | None = None, optimizer=None) -> TrainVariant:
