@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, pipeline, set_s
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
 from lmrl.generation import guided_scores
+from lmrl.generation.guidance import top_k_tokens
 from lmrl.tiny import tiny_causal_lm
 
 ARCHITECTURES = ["gpt2", "llama"]
@@ -104,6 +105,15 @@ def test_fast_path_equals_full_vocabulary_guidance_on_the_surviving_tokens():
     nucleus = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7, top_p=0.3)
     assert torch.isfinite(nucleus).sum(-1).min() >= 1
     assert (torch.isfinite(nucleus).sum(-1) <= 7).all()
+
+
+@pytest.mark.parametrize(("vocab", "k"), [(5000, 7), (4099, 3), (300, 50)])
+def test_two_pass_top_k_finds_the_same_tokens_as_torch_topk(vocab, k):
+    scores = torch.randn(3, 2, vocab, generator=torch.Generator().manual_seed(vocab))
+    scores[0, 0, -1] = 100.0  # the best token in the padded last block
+    values, ids = top_k_tokens(scores, k)
+    expected_values, expected_ids = scores.topk(k, dim=-1)
+    assert torch.equal(values, expected_values) and torch.equal(ids, expected_ids)
 
 
 @pytest.mark.parametrize("head_type", ["tied", "untied"])
