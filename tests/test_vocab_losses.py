@@ -106,3 +106,11 @@ def test_forward_and_backward_never_hold_more_than_one_chunk_of_logits():
         vocab_cross_entropy(ProjectedLogits(features, weight), targets, chunk_size=chunk).backward()
     assert plain.numel >= rows * vocab
     assert chunked.numel == max(chunk * vocab, weight.numel())  # one chunk of logits, or the weight's gradient
+
+
+def test_a_second_backward_through_the_fused_loss_is_refused_in_words():
+    features, weight, b, targets = factors(seed=5)
+    loss = vocab_cross_entropy(ProjectedLogits(features, weight, b), targets, chunk_size=2)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="chunk_size=0"):
+        loss.backward()

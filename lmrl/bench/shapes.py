@@ -84,7 +84,7 @@ FULL = Plan(
     "full",
     (GPT2_SMALL, LLAMA_128K),
     Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 5), (32, 3)), train_batch=1, train_len=128,
-             train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 512), scaling_repeats=3),
+             train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 1024), scaling_repeats=3),
 )
 QUICK = Plan(
     "quick",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Default chunk: as many tokens as keep one chunk of fp32 logits near 2^24 values (64 MiB),
 # e.g. 130 tokens at a 128k vocabulary, 333 at GPT-2's 50k.
@@ -118,23 +119,27 @@ def vocab_cross_entropy(
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return _LinearCrossEntropy.apply(*inputs, targets, weights, size)
     total = sum(
-        _chunk_loss(chunk, targets[start : start + len(chunk)], _rows(weights, start, len(chunk)))[0]
+        _weighted_sum(_softmax_and_nll(chunk.float(), targets[start : start + len(chunk)])[1], weights, start)
         for start, chunk in zip(range(0, len(targets), size), logit_chunks(logits, size))
     )
     return torch.as_tensor(total, dtype=torch.float32, device=targets.device) / max(len(targets), 1)
 
 
-def _rows(weights: torch.Tensor | None, start: int, count: int) -> torch.Tensor | None:
-    return None if weights is None else weights[start : start + count]
+def _token_weights(weights: torch.Tensor | None, start: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(like) if weights is None else weights[start : start + len(like)].float()
 
 
-def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None):
-    """Sum over the chunk of w_i * CE_i, and the chunk's fp32 logits, log-sum-exp and per-token weight."""
-    logits = logits.float()  # [c, V]
-    lse = logits.logsumexp(dim=-1)  # [c]
-    nll = lse - logits.gather(-1, targets[:, None]).squeeze(-1)  # [c]
-    w = torch.ones_like(nll) if weights is None else weights.float()
-    return (w * nll).sum(), logits, lse, w
+def _weighted_sum(nll: torch.Tensor, weights: torch.Tensor | None, start: int) -> torch.Tensor:
+    return (_token_weights(weights, start, nll) * nll).sum()
+
+
+def _softmax_and_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Overwrites a fresh fp32 chunk of logits [c, V] with its softmax (one buffer, no temporaries of its
+    size); returns it and the negative log-likelihood of the targets [c]."""
+    logits -= logits.amax(dim=-1, keepdim=True)
+    target_logits = logits.gather(-1, targets[:, None]).squeeze(-1)
+    normalizer = logits.exp_().sum(dim=-1)  # sum_v exp(logit_v - max)
+    return logits.div_(normalizer[:, None]), normalizer.log() - target_logits
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -153,33 +158,41 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, len(targets), chunk_size):
             chunk = features[start : start + chunk_size]  # [c, d]
             t = targets[start : start + chunk_size]
-            logits = F.linear(chunk, w_matrix, None if bias is None else bias.to(chunk.dtype))  # [c, V]
-            loss, logits, lse, w = _chunk_loss(logits, t, _rows(weights, start, len(t)))
-            total += loss
-            # d loss / d logits = w_i (softmax_i - onehot(a_i)) / N, written over the chunk's logits
-            grad_logits = logits.sub_(lse[:, None]).exp_()
+            logits = F.linear(chunk, w_matrix, None if bias is None else bias.to(chunk.dtype)).float()  # [c, V]
+            probs, nll = _softmax_and_nll(logits, t)
+            w = _token_weights(weights, start, nll)
+            total += (w * nll).sum()
+            # d loss / d logits = w_i (softmax_i - onehot(a_i)) / N, written over the chunk's softmax
+            grad_logits = probs
             grad_logits[torch.arange(len(t), device=t.device), t] -= 1.0
             grad_logits.mul_((w / count)[:, None])
             if need_bias:
                 grad_bias += grad_logits.sum(0)
             grad_logits = grad_logits.to(chunk.dtype)
             if need_features:
-                grad_features[start : start + chunk_size] = grad_logits @ w_matrix  # [c, d]
-            if need_weight:
-                grad_weight += (grad_logits.T @ chunk).float()  # [V, d]
-        ctx.save_for_backward(grad_features, grad_weight, grad_bias)
+                torch.mm(grad_logits, w_matrix, out=grad_features[start : start + chunk_size])  # [c, d]
+            if need_weight and chunk.dtype == torch.float32:
+                grad_weight.addmm_(grad_logits.T, chunk)  # [V, d], accumulated in place
+            elif need_weight:
+                grad_weight += (grad_logits.T @ chunk).float()
+        # kept as attributes, not saved tensors: the backward hands them over without a copy
+        ctx.grads = (grad_features, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return total / count
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
-        grad_features, grad_weight, grad_bias = ctx.saved_tensors
-        weight_dtype, bias_dtype = ctx.dtypes
+        if ctx.grads is None:
+            raise RuntimeError(
+                "vocab_cross_entropy computes its gradients in the forward and hands them over once: a second "
+                "backward through it (retain_graph=True) is not supported. Use chunk_size=0 for that."
+            )
+        grads, ctx.grads = ctx.grads, None
         scale = grad_output.float()
+        dtypes = (grads[0].dtype if grads[0] is not None else None, *ctx.dtypes)
         return (
-            None if grad_features is None else grad_features * scale.to(grad_features.dtype),
-            None if grad_weight is None else (grad_weight * scale).to(weight_dtype),
-            None if grad_bias is None else (grad_bias * scale).to(bias_dtype),
+            *(None if g is None else g.mul_(scale).to(dtype) for g, dtype in zip(grads, dtypes)),
             None,
             None,
             None,
