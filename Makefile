@@ -69,8 +69,11 @@ test: install
 lint: install
 	$(BIN)/ruff check lmrl tasks tests examples benchmarks
 
+# Cost of value learning next to BC and the reference designs, one table (docs/benchmarks.md); e.g.
+# `make bench BENCH_ARGS="--threads 1"` on a machine shared with other jobs, `BENCH_ARGS=--quick` for seconds.
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python benchmarks/heads.py
+	$(BIN)/lmrl bench $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,6 +5,7 @@
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
     lmrl convert TASK CORPUS_FILE --out PATH             a task's human corpus (its own format) as JSONL rows
+    lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
 (`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, `CALMConfig`, which extend `transformers.TrainingArguments`). Command-line
@@ -271,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     convert_parser.add_argument("task")
     convert_parser.add_argument("source", help="The corpus file in its published format.")
     convert_parser.add_argument("--out", required=True)
+    bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
+                                       "BC, ILQL and the reference designs side by side; print one table.")
+    bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
+    bench_parser.add_argument("--threads", type=int, default=None,
+                              help="torch threads (default: torch's; 1 with --quick). 1 is steadier on a shared machine.")
+    bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    bench_parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results/bench.json, "
+                              "or bench.quick.json with --quick).")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command != "train" and args.command != "eval" and rest:
@@ -283,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out)
         elif args.command == "convert":
             print(json.dumps(convert(args.task, args.source, args.out), indent=2))
+        elif args.command == "bench":
+            from .bench import main as bench
+
+            argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+            return bench(args.quick, args.threads, args.device, args.output, command=f"lmrl {argv_text}")
         elif args.command == "compare":
             from .evaluation import compare_runs
 

@@ -58,8 +58,11 @@ def build(algorithm: str, output_dir: str, per_device_batch: int, steps: int):
     set_seed(0)
     data = flight_rows() if algorithm == "calm" else rows()
     tokenizer = train_tokenizer([m["content"] for row in data for m in row["messages"]], vocab_size=300)
-    model = tiny_causal_lm(tokenizer, "gpt2", hidden_size=32, num_layers=2,
-                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: ranks draw no noise
+    if algorithm == "ilql":  # Llama: an output layer apart from the input embedding (untied)
+        model = tiny_causal_lm(tokenizer, "llama", hidden_size=32, num_layers=2, tie_word_embeddings=False)
+    else:  # no dropout: ranks draw no noise
+        model = tiny_causal_lm(tokenizer, "gpt2", hidden_size=32, num_layers=2,
+                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     common = dict(output_dir=output_dir, per_device_train_batch_size=per_device_batch, max_steps=steps,
                   learning_rate=3e-3, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
                   seed=0, lr_scheduler_type="constant", use_cpu=not torch.cuda.is_available())

@@ -1,19 +1,67 @@
-"""The benchmark scripts keep running (tiny shapes); their figures are read, not asserted."""
+"""`lmrl bench` keeps running (tiny shapes); its figures are read, not asserted. Its parts are tested here."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lmrl.bench.measure import LiveTensorMemory
+from lmrl.bench.paper_layout import SeparateTrunksILQL
+from lmrl.bench.train import separate_trunks, training_batch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_heads_benchmark_quick_mode_prints_a_table_and_writes_json(tmp_path):
-    out = tmp_path / "heads.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "heads.py"), "--quick", "--output", str(out)],
+def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "lmrl.cli", "bench", "--quick", "--output", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "| measure | value | ratio | target |" in result.stdout
-    rows = json.loads(out.read_text())["rows"]
-    measures = " ".join(row["measure"] for row in rows)
-    assert "tied" in measures and "fast path" in measures and "train step" in measures
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| shape | measure | variant |") == 1
+    report = json.loads(out.read_text())
+    assert report["machine"]["torch_threads"] == 1 and "TorchDispatchMode" in report["memory_method"]
+    rows = report["rows"]
+    sections = {row["section"].split(" ")[0] for row in rows}
+    assert sections == {"params", "decode", "train", "scaling"}
+    variants = " ".join(row["variant"] for row in rows)
+    for expected in ("tied", "untied", "paper layout", "fast path", "full vocabulary", "ValueGuidedLogitsProcessor",
+                     "chunked", "materialized"):
+        assert expected in variants
+    assert {row["section"] for row in rows if row["section"].startswith("decode")} == {"decode b=1", "decode b=4"}
+    train = [row for row in rows if row["section"].startswith(("train", "scaling"))]
+    assert all(row["memory"] > row["backward_memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2
+               for row in train)
+    assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.1, 1.6, 1.3}
+
+
+def test_live_tensor_memory_counts_what_is_alive_at_the_worst_moment():
+    resident = [torch.zeros(1000)]  # 4,000 bytes, already there
+    with LiveTensorMemory(resident) as memory:
+        a = torch.ones(2000)  # 8,000 bytes
+        view = a[100:]  # no new storage
+        del a
+        b = torch.ones(500) * 2  # `ones` (2,000 bytes) and the product (2,000 bytes): `a` still lives in `view`
+        del view, b
+        c = torch.ones(100)
+    assert memory.peak == 4000 + 8000 + 2000 + 2000
+    assert memory.current == 4000 + 400
+    del c
+
+
+def test_paper_layout_trains_policy_and_value_trunks_while_the_target_trunk_only_follows():
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    layout = SeparateTrunksILQL(base)
+    before = {name: p.clone() for name, p in layout.named_parameters()}
+    separate_trunks(layout, training_batch(2, 8, 50, torch.device("cpu"))).step()
+    moved = {name.split(".")[0] for name, p in layout.named_parameters() if not torch.equal(p, before[name])}
+    assert moved == {"policy", "value_trunk", "target_trunk", "q_heads", "target_q_heads", "v_head"}
+    assert not any(p.requires_grad for p in layout.target_trunk.parameters())
+    # Polyak: target <- (1 - 0.005) target + 0.005 value trunk, starting from the same weights as the value trunk
+    name = "transformer.h.0.mlp.c_fc.weight"
+    target, value = dict(layout.target_trunk.named_parameters())[name], dict(layout.value_trunk.named_parameters())[name]
+    start = before[f"target_trunk.{name}"]
+    torch.testing.assert_close(target, 0.995 * start + 0.005 * value)

@@ -249,7 +249,7 @@ def fake_batch():
         target_q_values=torch.tensor([[[3.0, 1.0, 0.0, 4.0]], [[2.0, 6.0, 0.0, 5.0]]], requires_grad=True),
         v_values=torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]], requires_grad=True),
         q_logits=torch.zeros(2, 3, 3, requires_grad=True),  # [K, N action steps, V]
-        logits=torch.zeros(1, 5, 3, requires_grad=True),
+        policy_logits=torch.zeros(3, 3, requires_grad=True),  # [N action steps, V]
     )
     return outputs, batch
 
@@ -323,10 +323,10 @@ def test_diagnostics_compare_data_and_sampled_advantages_and_measure_dr3():
     values = torch.zeros(1, 5)
     q_values = torch.tensor([[[1.0, 2.0, 0.0, 3.0]], [[5.0, 5.0, 5.0, 5.0]]])  # min over heads = first
     # the policy puts all its mass on token 2, whose Q is 7 at every action state
-    logits = torch.full((1, 5, 3), -1e9)
-    logits[..., 2] = 0.0
+    policy_logits = torch.full((3, 3), -1e9)  # [N action steps, V]
+    policy_logits[:, 2] = 0.0
     q_logits = torch.tensor([[[0.0, 0.0, 7.0]] * 3] * 2)
-    outputs = SimpleNamespace(q_values=q_values, v_values=values, logits=logits, q_logits=q_logits,
+    outputs = SimpleNamespace(q_values=q_values, v_values=values, policy_logits=policy_logits, q_logits=q_logits,
                               hidden_states=hidden)
     stats = ilql_diagnostics(outputs, input_ids, action_mask)
     assert stats["diagnostics/advantage_data"] == pytest.approx((1.0 + 2.0 + 3.0) / 3)

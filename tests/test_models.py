@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, pipeline, set_s
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
 from lmrl.generation import guided_scores
+from lmrl.generation.guidance import top_k_tokens
 from lmrl.tiny import tiny_causal_lm
 
 ARCHITECTURES = ["gpt2", "llama"]
@@ -104,6 +105,15 @@ def test_fast_path_equals_full_vocabulary_guidance_on_the_surviving_tokens():
     nucleus = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7, top_p=0.3)
     assert torch.isfinite(nucleus).sum(-1).min() >= 1
     assert (torch.isfinite(nucleus).sum(-1) <= 7).all()
+
+
+@pytest.mark.parametrize(("vocab", "k"), [(5000, 7), (4099, 3), (300, 50)])
+def test_two_pass_top_k_finds_the_same_tokens_as_torch_topk(vocab, k):
+    scores = torch.randn(3, 2, vocab, generator=torch.Generator().manual_seed(vocab))
+    scores[0, 0, -1] = 100.0  # the best token in the padded last block
+    values, ids = top_k_tokens(scores, k)
+    expected_values, expected_ids = scores.topk(k, dim=-1)
+    assert torch.equal(values, expected_values) and torch.equal(ids, expected_ids)
 
 
 @pytest.mark.parametrize("head_type", ["tied", "untied"])
@@ -246,3 +256,28 @@ def test_logits_processor_takes_the_prompt_attention_mask_when_pad_is_also_bos(t
     processor = ValueGuidedLogitsProcessor(model, attention_mask=attention_mask)
     processor._advance(ids)
     assert processor._mask[0].tolist() == attention_mask[0].tolist()  # the leading real BOS is kept
+
+
+def test_guided_decoding_computes_q_and_v_for_the_last_position_and_top_k_tokens_only(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0, guidance_top_k=5).eval()
+    _randomize_heads(model)
+    seen = []
+    model.v_head.register_forward_hook(lambda module, args, out: seen.append(("v", tuple(args[0].shape))))
+    for head in model.q_heads:
+        head.register_forward_hook(lambda module, args, out: seen.append(("q", tuple(out.shape))))
+    ids = torch.cat([_prompt(tokenizer)] * 2)
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+    assert {kind for kind, _ in seen} == {"q", "v"}
+    assert all(shape[:2] == (2, 1) for _, shape in seen)  # the prompt's last position, then one per step
+    assert all(shape[-1] == 5 for kind, shape in seen if kind == "q")  # Q of the 5 surviving tokens
+
+
+def test_logits_processor_never_runs_the_value_models_vocabulary_projection(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
+    _randomize_heads(model)
+    calls = []
+    model.get_output_embeddings().register_forward_hook(lambda *args: calls.append(1))
+    frozen = _base(tokenizer, seed=5)
+    frozen.generate(input_ids=_prompt(tokenizer), max_new_tokens=4, do_sample=False,
+                    logits_processor=[ValueGuidedLogitsProcessor(model)])
+    assert calls == []

@@ -12,7 +12,9 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
     (usually much smaller) ILQL value model sharing its tokenizer:
     `scores = log_softmax(scores) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)`.
 
-    The value model keeps its own KV cache across decoding steps, so each step costs it one token.
+    The value model keeps its own KV cache across decoding steps, so each step costs it one token of
+    its trunk; its own vocabulary projection never runs (Q reads the output embedding's rows of the
+    frozen LM's top-k tokens only, with the default `top_k`).
     Beam search is supported (the cache follows the beams' reordering). Use a fresh processor per
     `generate()` call, or the same one: a new prompt is detected and the cache is rebuilt.
 
@@ -60,6 +62,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         self.clip = config.advantage_clip if clip is None else clip
         self.pad_token_id = pad_token_id
         self.prompt_attention_mask = attention_mask
+        self._trunk = _trunk(value_model.pretrained_model)
         self._reset()
 
     def _reset(self) -> None:
@@ -70,17 +73,15 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
 
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None) -> None:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        out = self.value_model.pretrained_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past,
-            use_cache=True,
-            output_hidden_states=True,
-            return_dict=True,
-        )
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "past_key_values": past, "use_cache": True, "return_dict": True}
+        if self._trunk is not None:  # the decoder alone: no logits
+            out = self._trunk(**inputs)
+            self._hidden = out.last_hidden_state[:, -1]
+        else:
+            out = self.value_model.pretrained_model(**inputs, output_hidden_states=True)
+            self._hidden = out.hidden_states[-1][:, -1]
         self._cache = out.past_key_values
-        self._hidden = out.hidden_states[-1][:, -1]
 
     def _advance(self, input_ids: torch.Tensor) -> None:
         """Bring the value model's cache up to `input_ids`, one new token per step when possible."""
@@ -127,3 +128,13 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         if scores.shape[-1] > vocab:
             guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)
         return guided
+
+
+def _trunk(causal_lm) -> torch.nn.Module | None:
+    """The decoder under a causal LM's output layer (e.g. GPT2Model, LlamaModel), or None when the
+    model does not expose one."""
+    try:
+        decoder = causal_lm.get_decoder()
+    except (AttributeError, ValueError, NotImplementedError):
+        return None
+    return None if decoder is None or decoder is causal_lm else decoder

@@ -13,14 +13,18 @@ from .ilql import (
     td_targets,
     v_loss,
 )
+from .vocab import ProjectedLogits, gather_logits, logit_chunks, vocab_cross_entropy
 
 __all__ = [
+    "ProjectedLogits",
     "awac_weights",
     "bc_loss",
     "cql_loss",
     "expectile_loss",
+    "gather_logits",
     "ilql_diagnostics",
     "ilql_loss",
+    "logit_chunks",
     "mc_loss",
     "monte_carlo_returns",
     "next_action_steps",
@@ -28,4 +32,5 @@ __all__ = [
     "q_loss",
     "td_targets",
     "v_loss",
+    "vocab_cross_entropy",
 ]

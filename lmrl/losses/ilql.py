@@ -9,12 +9,17 @@ the action taken there is token t + 1. All per-step tensors below are therefore 
     L_CQL = sum_k CrossEntropy(Q_k(s, .), a)
     L_BC  = CrossEntropy(logits(s, .), a)              (optionally AWAC-weighted)
     L     = L_Q + L_V + cql_weight * L_CQL + bc_weight * L_BC
+
+The two vocabulary-sized terms take the scores at the N action states either materialized [N, V]
+or factored ([`ProjectedLogits`]: features @ W^T + b), in which case they are computed `chunk_size`
+tokens at a time, fused with the projection (see `lmrl.losses.vocab`).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .vocab import Logits, gather_logits, logit_chunks, vocab_cross_entropy
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,20 +82,19 @@ def v_loss(target_q_values: torch.Tensor, state_values: torch.Tensor, steps: tor
     return masked_mean(expectile_loss(u, tau), steps)
 
 
-def cql_loss(q_logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def cql_loss(q_logits, actions: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """`sum_k CE(Q_k(s, .), a)`: pushes down Q of tokens the data did not take.
-    q_logits [K, N, V] at the N action steps, actions [N]."""
-    return sum(F.cross_entropy(q.float(), actions) for q in q_logits)
+    q_logits: per head k, Q_k at the N action steps [N, V] (a [K, N, V] tensor or a sequence of
+    [`ProjectedLogits`]); actions [N]."""
+    return sum(vocab_cross_entropy(q, actions, chunk_size=chunk_size) for q in q_logits)
 
 
 def bc_loss(
-    logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor | None = None
+    logits: Logits, actions: torch.Tensor, weights: torch.Tensor | None = None, chunk_size: int | None = None
 ) -> torch.Tensor:
-    """Cross-entropy of the LM on the data actions; logits [N, V], actions [N], weights [N]."""
-    nll = F.cross_entropy(logits.float(), actions, reduction="none")
-    if weights is None:
-        return nll.mean()
-    return (weights.detach() * nll).sum() / weights.numel()
+    """Cross-entropy of the LM on the data actions, `mean_i w_i CE_i`; logits [N, V] (or factored),
+    actions [N], weights [N] (detached)."""
+    return vocab_cross_entropy(logits, actions, weights, chunk_size)
 
 
 def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float = 20.0) -> torch.Tensor:
@@ -98,14 +102,14 @@ def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float =
     return torch.exp(awac_beta * advantages.detach()).clamp(max=max_weight)
 
 
-def _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, bc_weights, stats) -> torch.Tensor:
+def _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, bc_weights, chunk_size, stats) -> torch.Tensor:
     """`cql_weight * L_CQL + bc_weight * L_BC` (each only when its weight is > 0); records both in `stats`."""
     total = outputs.v_values.new_zeros((), dtype=torch.float32)
     if cql_weight > 0:
-        stats["loss/cql"] = cql_loss(outputs.q_logits, actions)
+        stats["loss/cql"] = cql_loss(outputs.q_logits, actions, chunk_size)
         total = total + cql_weight * stats["loss/cql"]
     if bc_weight > 0:
-        stats["loss/bc"] = bc_loss(outputs.logits[:, :-1][steps], actions, bc_weights)
+        stats["loss/bc"] = bc_loss(outputs.policy_logits, actions, bc_weights, chunk_size)
         total = total + bc_weight * stats["loss/bc"]
     return total
 
@@ -123,9 +127,10 @@ def ilql_loss(
     cql_weight: float = 0.1,
     bc_weight: float = 0.0,
     awac_beta: float = 0.0,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats).
-
+    `chunk_size`: tokens per chunk of the CQL and BC cross-entropies (0: materialize the logits).
     The terms are computed in fp32 whatever the model's dtype (bf16 autocast, a bf16 model)."""
     steps = action_mask[:, 1:].bool()  # [B, L]
     actions = input_ids[:, 1:][steps]  # [N]
@@ -141,7 +146,7 @@ def ilql_loss(
     stats = {"loss/q": loss_q, "loss/v": loss_v}
     advantage = target_q_values.min(dim=0).values - state_values  # [B, L]
     weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 and bc_weight > 0 else None
-    loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, weights, stats)
+    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, weights, chunk_size, stats)
 
     stats.update(
         {
@@ -167,10 +172,11 @@ def ilql_diagnostics(outputs, input_ids: torch.Tensor, action_mask: torch.Tensor
     steps = action_mask[:, 1:].bool()
     state_values = outputs.v_values[:, :-1][steps]  # [N]
     stats = {"diagnostics/advantage_data": (outputs.q_values.min(dim=0).values[steps] - state_values).mean()}
-    if outputs.q_logits is not None and outputs.logits is not None:
-        probs = torch.softmax(outputs.logits[:, :-1][steps].float(), dim=-1)  # [N, V]
-        sampled = torch.multinomial(probs, 1)  # [N, 1]
-        q_sampled = outputs.q_logits.gather(-1, sampled[None].expand(len(outputs.q_logits), -1, -1))
+    if outputs.q_logits is not None and outputs.policy_logits is not None and len(state_values):
+        sampled = torch.cat(  # [N, 1], one chunk of pi_beta's probabilities at a time
+            [torch.multinomial(chunk.float().softmax(-1), 1) for chunk in logit_chunks(outputs.policy_logits)]
+        )
+        q_sampled = torch.stack([gather_logits(q, sampled) for q in outputs.q_logits])  # [K, N, 1]
         stats["diagnostics/advantage_sampled"] = (q_sampled.min(dim=0).values.squeeze(-1) - state_values).mean()
     if outputs.hidden_states is not None:
         features = outputs.hidden_states[:, :-1].float()  # [B, L, h]
@@ -202,6 +208,7 @@ def mc_loss(
     gamma: float = 0.99,
     cql_weight: float = 0.1,
     bc_weight: float = 0.0,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Monte-Carlo regression: Q_k(s, a) and V(s) both regress to the observed return-to-go."""
     steps = action_mask[:, 1:].bool()
@@ -212,7 +219,7 @@ def mc_loss(
     loss_v = masked_mean((state_values - returns).pow(2), steps)
     loss = loss_q + loss_v
     stats = {"loss/q": loss_q, "loss/v": loss_v}
-    loss = loss + _cql_and_bc_terms(outputs, steps, actions, cql_weight, bc_weight, None, stats)
+    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, None, chunk_size, stats)
     stats["values/q"] = masked_mean(q_values.min(dim=0).values, steps)
     stats["values/v"] = masked_mean(state_values, steps)
     stats["values/return"] = masked_mean(returns, steps)

@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
+from .policy_logits import PolicyLogits
+
 HEAD_WEIGHTS = "outcome_head.safetensors"
 HEAD_CONFIG = "outcome_head.json"
 
@@ -72,24 +74,26 @@ class OutcomeHead(nn.Module):
 
 @dataclass
 class CALMOutput(ModelOutput):
-    """logits [B, T, V] of the LM; outcome_logits [B, num_outcomes] of the outcome head."""
+    """`policy_logits` [N, V]: the LM's scores at the N action states (factored when the output layer
+    allows, see `PolicyLogits`); `outcome_logits` [B, num_outcomes]; `logits`: the LM's own output
+    (last position only when factored), returned so that DDP sees the output layer used."""
 
-    logits: torch.Tensor | None = None
+    policy_logits: object | None = None
     outcome_logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 class LMWithOutcomeHead(nn.Module):
     """The module `CALMTrainer` optimizes: a causal LM and its `OutcomeHead`, both used inside one
     `forward`, so that DDP/FSDP see every parameter the loss reaches (a head called from outside the
     wrapped module's forward would get no gradient all-reduce under DDP).
-
-    `forward(...)` returns a [`CALMOutput`]: the LM's `logits` and the head's `outcome_logits`.
     """
 
     def __init__(self, lm: nn.Module, outcome_head: OutcomeHead):
         super().__init__()
         self.lm = lm
         self.outcome_head = outcome_head
+        self._policy_logits = PolicyLogits()
 
     @property
     def config(self):
@@ -98,8 +102,10 @@ class LMWithOutcomeHead(nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_mask: torch.Tensor,
-                outcome_query: torch.Tensor):
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        outcome_logits = self.outcome_head(out.hidden_states[-1], context_mask, outcome_query)
-        return CALMOutput(logits=out.logits, outcome_logits=outcome_logits)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
+                context_mask: torch.Tensor, outcome_query: torch.Tensor) -> CALMOutput:
+        """`steps` [B, T-1]: the action states whose LM scores the BC loss reads."""
+        out, hidden, policy_logits = self._policy_logits(self.lm, steps, input_ids=input_ids,
+                                                         attention_mask=attention_mask)
+        return CALMOutput(policy_logits=policy_logits, logits=out.logits,
+                          outcome_logits=self.outcome_head(hidden, context_mask, outcome_query))

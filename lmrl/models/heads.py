@@ -4,13 +4,16 @@ Every Q head answers two questions with one interface:
     head(hidden)                 -> Q(s, .) over the whole vocabulary      [..., V]
     head(hidden, token_ids=ids)  -> Q(s, a) for the given tokens only      [..., k]
 The second form is what makes training targets and guided decoding cheap: it never builds the
-[..., V] tensor.
+[..., V] tensor. For the CQL term, `head.projected(features, output_embedding)` returns Q over the
+vocabulary kept factored ([`ProjectedLogits`]), for a cross-entropy computed chunk by chunk.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..losses.vocab import ProjectedLogits
 
 
 def _mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:
@@ -54,6 +57,10 @@ class TiedQHead(nn.Module):
         rows = weight[token_ids].to(g.dtype)  # [..., k, h]
         return torch.einsum("...h,...kh->...k", g, rows) + self.bias.to(g.dtype)[token_ids]
 
+    def projected(self, g: torch.Tensor, output_embedding: torch.Tensor) -> ProjectedLogits:
+        """Q over the vocabulary at features g [N, h], factored: `g @ W_E^T + b` (W_E detached)."""
+        return ProjectedLogits(g, output_embedding.detach(), self.bias)
+
 
 class UntiedQHead(nn.Module):
     """An MLP `h -> 2h -> V`, as in the reference implementations (kept for comparisons)."""
@@ -81,6 +88,10 @@ class UntiedQHead(nn.Module):
             return out(z)
         rows = out.weight[token_ids]  # [..., k, 2h]
         return torch.einsum("...d,...kd->...k", z, rows) + out.bias[token_ids]
+
+    def projected(self, z: torch.Tensor, output_embedding: torch.Tensor | None = None) -> ProjectedLogits:
+        """Q over the vocabulary at features z [N, 2h], factored: the MLP's output layer."""
+        return ProjectedLogits(z, self.mlp[2].weight, self.mlp[2].bias)
 
 
 class ValueHead(nn.Module):

@@ -21,6 +21,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from ..generation.guidance import guided_scores
+from ..losses.vocab import ProjectedLogits
 from .adapters import (
     HUB_KWARGS,
     adapter_config_file,
@@ -31,6 +32,7 @@ from .adapters import (
 )
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
 from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
+from .policy_logits import PolicyLogits
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub
 _HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code")
@@ -40,9 +42,13 @@ _HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code")
 class ILQLOutput(ModelOutput):
     """What the ILQL losses read. Position t is the state after token t; its action is token t+1.
 
-    Shapes: `logits` [B, T, V]; `q_values`, `target_q_values` [K, B, T-1] (Q of the data token t+1
-    from state t); `v_values` [B, T] (V after each token); `q_logits` [K, N, V] (full-vocabulary Q at
-    the N action positions, for CQL); `hidden_states` [B, T, h] (last layer).
+    Shapes: `q_values`, `target_q_values` [K, B, T-1] (Q of the data token t+1 from state t);
+    `v_values` [B, T] (V after each token); `q_logits`: per head, Q over the vocabulary at the N action
+    states [N, V], for CQL; `policy_logits`: the LM's logits at the N action states [N, V], for BC;
+    `hidden_states` [B, T, h] (last layer). The [N, V] scores are [`ProjectedLogits`] (features and a
+    projection, never materialized whole; `.materialize()` builds them) unless the LM's logits are not
+    a linear map of its last hidden state. `logits`: the LM's own logits, [B, T, V] with
+    `full_logits=True` (or when they cannot be factored), else the last position's [B, 1, V].
     A `ModelOutput` is a dict: a field named `values` would shadow `dict.values()`, which DDP calls
     on the outputs, hence `v_values`.
     """
@@ -52,7 +58,8 @@ class ILQLOutput(ModelOutput):
     q_values: torch.Tensor | None = None
     target_q_values: torch.Tensor | None = None
     v_values: torch.Tensor | None = None
-    q_logits: torch.Tensor | None = None
+    q_logits: tuple[ProjectedLogits, ...] | None = None
+    policy_logits: ProjectedLogits | torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
     past_key_values: object | None = None
 
@@ -110,6 +117,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self._base_accepts_logits_to_keep = "logits_to_keep" in inspect.signature(
             _unwrap_peft(pretrained_model).forward  # a PEFT model passes its keyword arguments on
         ).parameters
+        self._policy_logits = PolicyLogits()
         self.post_init()
         if getattr(pretrained_model, "generation_config", None) is not None:
             self.generation_config = copy.deepcopy(pretrained_model.generation_config)
@@ -299,37 +307,32 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         action_mask: torch.Tensor | None = None,
         compute_q_logits: bool = True,
+        full_logits: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast | ILQLOutput:
-        """Inference (no `action_mask`): logits are the guided scores (raw when `beta == 0`).
+        """Inference (no `action_mask`): logits are the guided scores (raw when `beta == 0`), computed
+        for the positions `logits_to_keep` selects (generate(): the last one only); Q and V heads run
+        on those positions only.
 
         Training (`action_mask` [B, T] given): returns an [`ILQLOutput`]; `compute_q_logits=False`
-        skips the full-vocabulary Q used only by the CQL term.
+        skips the vocabulary-wide Q used only by the CQL term; `full_logits=True` materializes the
+        LM's logits at every position instead of keeping them factored at the action states.
         """
         kwargs.pop("return_dict", None)
         kwargs.pop("output_hidden_states", None)
-        if self._base_accepts_logits_to_keep:
-            kwargs["logits_to_keep"] = logits_to_keep
         if position_ids is not None:  # generate() derives them from the left padding; pass them on
             kwargs["position_ids"] = position_ids
-        out = self.pretrained_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            output_hidden_states=True,
-            return_dict=True,
-            **kwargs,
-        )
-        hidden = out.hidden_states[-1]  # [B, T, h], after the final norm
-
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past_key_values,
+                  "inputs_embeds": inputs_embeds, "labels": labels, "use_cache": use_cache, **kwargs}
         if action_mask is not None:
-            return self._training_outputs(out, hidden, input_ids, action_mask, compute_q_logits)
+            return self._training_outputs(inputs, action_mask, compute_q_logits, full_logits)
 
+        if self._base_accepts_logits_to_keep:
+            inputs["logits_to_keep"] = logits_to_keep
+        out = self.pretrained_model(**inputs, output_hidden_states=True, return_dict=True)
         logits = out.logits
         if self.config.beta != 0:
+            hidden = out.hidden_states[-1]  # [B, T, h], after the final norm
             kept = slice_logits_to_keep(hidden, logits_to_keep) if self._base_accepts_logits_to_keep else hidden
             logits = self.guide(logits, kept).to(logits.dtype)
         return CausalLMOutputWithPast(
@@ -340,9 +343,11 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             attentions=getattr(out, "attentions", None),
         )
 
-    def _training_outputs(self, out, hidden, input_ids, action_mask, compute_q_logits) -> ILQLOutput:
+    def _training_outputs(self, inputs, action_mask, compute_q_logits, full_logits) -> ILQLOutput:
+        steps = action_mask[:, 1:].bool()  # [B, T-1]: the N action states
+        out, hidden, policy_logits = self._policy_logits(self.pretrained_model, steps, full_logits, **inputs)
         states = hidden[:, :-1]  # [B, T-1, h]: the state each next token is chosen in
-        actions = input_ids[:, 1:, None]  # [B, T-1, 1]
+        actions = inputs["input_ids"][:, 1:, None]  # [B, T-1, 1]
         embedding = self.get_output_embeddings().weight
         features = [head.features(states) for head in self.q_heads]  # computed once per head
         q_values = torch.stack(
@@ -351,17 +356,15 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         with torch.no_grad():
             target_q_values = self._q(self.target_q_heads, states, actions).squeeze(-1)
         q_logits = None
-        if compute_q_logits:
-            steps = action_mask[:, 1:].bool()
-            q_logits = torch.stack(
-                [head.scores(f[steps], embedding) for head, f in zip(self.q_heads, features)]
-            )  # [K, N, V]: full vocabulary at the N action states only
+        if compute_q_logits:  # [N, V] per head, factored: the CQL loss computes it chunk by chunk
+            q_logits = tuple(head.projected(f[steps], embedding) for head, f in zip(self.q_heads, features))
         return ILQLOutput(
-            logits=out.logits,
+            logits=out.logits,  # [B, 1, V] when factored: kept so that DDP sees the output layer used
             q_values=q_values,
             target_q_values=target_q_values,
             v_values=self.v_head(hidden),  # [B, T]
             q_logits=q_logits,
+            policy_logits=policy_logits,
             hidden_states=hidden,
             past_key_values=out.past_key_values,
         )

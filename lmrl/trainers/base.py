@@ -14,6 +14,7 @@ from ..data import EpisodeCollator, prepare_dataset
 from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
 from ..models.adapters import is_peft_model, trainable_parameters
+from ..models.policy_logits import PolicyLogits
 from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
 
@@ -35,6 +36,8 @@ class LMRLConfig(TrainingArguments):
         dataset_num_proc: processes used to tokenize the dataset.
 
     Parameters that control the training:
+        loss_chunk_size: tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), each
+            fused with its output projection so that [tokens x vocab] logits never exist whole.
         nonfinite: `"error"` stops at a NaN/inf loss term or gradient norm, naming the step and the
             term; `"skip"` skips that optimizer step and counts it in the logs (see `trainers/guards.py`).
 
@@ -69,6 +72,13 @@ class LMRLConfig(TrainingArguments):
         default=False, metadata={"help": "Kept False: the losses need the action mask, rewards and dones."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
+    loss_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), computed fused "
+                  "with the output projection so [tokens x vocab] logits are never materialized whole. None: "
+                  "about 2^24 logits per chunk (130 tokens at a 128k vocabulary); 0: materialize the logits "
+                  "(the plain computation)."},
+    )
 
     def __post_init__(self):
         if not self.use_cpu and launched_on_cpu_only():
@@ -82,6 +92,8 @@ class LMRLConfig(TrainingArguments):
                              "itself (its fp16 loss scaler skips overflowing steps); use nonfinite='error'.")
         if self.truncation_mode not in ("keep_end", "error"):
             raise ValueError(f"truncation_mode must be 'keep_end' or 'error', got {self.truncation_mode!r}.")
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size must be >= 0 (0 = no chunking) or None, got {self.loss_chunk_size}.")
 
     def load_kwargs(self) -> dict:
         """`from_pretrained` keyword arguments for a model given as a string: `model_init_kwargs`, with
@@ -155,6 +167,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         if data_collator is None:
             data_collator = EpisodeCollator(padding)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._policy_logits = PolicyLogits()
         super().__init__(
             model=model,
             args=args,
@@ -206,6 +219,11 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
     # ------------------------------------------------------------ loss plumbing
     def model_inputs(self, inputs: dict) -> dict:
         return {k: inputs[k] for k in ("input_ids", "attention_mask")}
+
+    def policy_logits(self, model, steps: torch.Tensor, **model_inputs):
+        """Run the causal LM; return (output, last hidden state, its logits at the action `steps`),
+        the logits factored for a chunked cross-entropy unless `loss_chunk_size` is 0."""
+        return self._policy_logits(model, steps, self.args.loss_chunk_size == 0, **model_inputs)
 
     def record(self, stats: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"

@@ -92,8 +92,8 @@ class BCTrainer(LMRLTrainer):
         return top_fraction(dataset, args.filter_top) if train and dataset is not None else dataset
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**self.model_inputs(inputs))
         steps = inputs["action_mask"][:, 1:].bool()
-        loss = bc_loss(outputs.logits[:, :-1][steps], inputs["input_ids"][:, 1:][steps])
+        outputs, _, logits = self.policy_logits(model, steps, **self.model_inputs(inputs))
+        loss = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size)
         self.record({"loss/bc": loss.detach()})
         return (loss, outputs) if return_outputs else loss

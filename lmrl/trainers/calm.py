@@ -24,7 +24,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from ..data import load_episodes, prepare_dataset
 from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
-from ..models.calm import LMWithOutcomeHead, OutcomeHead
+from ..models.calm import CALMOutput, LMWithOutcomeHead, OutcomeHead
 from .base import LMRLConfig, LMRLTrainer
 
 logger = logging.getLogger(__name__)
@@ -158,17 +158,17 @@ class CALMTrainer(LMRLTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("outcome")
-        with_head = isinstance(self.accelerator.unwrap_model(model), LMWithOutcomeHead)
-        if with_head:
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                            context_mask=inputs["context_mask"], outcome_query=inputs["outcome_query"])
-        else:
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         steps = inputs["action_mask"][:, 1:].bool()
-        loss_lm = bc_loss(outputs.logits[:, :-1][steps], inputs["input_ids"][:, 1:][steps])
+        if isinstance(self.accelerator.unwrap_model(model), LMWithOutcomeHead):
+            outputs = model(**self.model_inputs(inputs), steps=steps, context_mask=inputs["context_mask"],
+                            outcome_query=inputs["outcome_query"])
+            logits = outputs.policy_logits
+        else:
+            outputs, _, logits = self.policy_logits(model, steps, **self.model_inputs(inputs))
+        loss_lm = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size)
         loss = loss_lm
         stats = {"loss/lm": loss_lm.detach()}
-        if with_head:
+        if isinstance(outputs, CALMOutput):
             logits, valid = outputs.outcome_logits, labels >= 0
             # rows without a label contribute 0 (not a skipped term), so every process runs the same graph
             loss_outcome = F.cross_entropy(logits[valid], labels[valid]) if valid.any() else logits.sum() * 0.0

@@ -177,6 +177,7 @@ class ILQLTrainer(LMRLTrainer):
             **super().model_inputs(inputs),
             "action_mask": inputs["action_mask"],
             "compute_q_logits": self.args.cql_weight > 0,
+            "full_logits": self.args.loss_chunk_size == 0,
         }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -194,6 +195,7 @@ class ILQLTrainer(LMRLTrainer):
             cql_weight=args.cql_weight,
             bc_weight=args.bc_weight,
             awac_beta=args.awac_beta,
+            chunk_size=args.loss_chunk_size,
         )
         self.record(stats)
         if self._should_log_diagnostics():

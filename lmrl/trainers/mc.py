@@ -36,6 +36,7 @@ class MCTrainer(ILQLTrainer):
             gamma=args.gamma,
             cql_weight=args.cql_weight,
             bc_weight=args.bc_weight,
+            chunk_size=args.loss_chunk_size,
         )
         self.record(stats)
         return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,198 @@
+"""Runs the benchmark plan: parameters, decoding, training steps and their scaling, per model shape."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from . import train
+from .decode import decode_variants
+from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory, resident_tensors
+from .paper_layout import SeparateTrunksILQL
+from .report import Row, Target, load_average, machine, table, write_json
+from .shapes import FULL, QUICK, ModelShape, Plan, Workload
+
+TARGETS = {"params_tied": 0.06, "decode_top_k": 1.10, "train_tied_gpt2": 1.6, "memory_tied_128k": 1.3}
+NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmrl's BC), the median over rounds of "
+        "the per-round ratio; for parameters, added parameters / the base model's. tok/s and ms: medians. "
+        "memory ratio: peak / BC's peak. fwd+bwd memory: the most the forward and backward held above the weights "
+        "and optimizer state (activations, logits, gradients), where the loss implementation shows.")
+
+
+def progress(message: str) -> None:
+    print(f"[lmrl bench] {message}", file=sys.stderr, flush=True)
+
+
+def count(*modules: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
+
+
+def parameter_rows(shape: ModelShape, base: nn.Module, models: dict, layout: SeparateTrunksILQL) -> list[Row]:
+    base_params = count(base)
+    section = f"params added (base {base_params:,})"
+    rows = []
+    for head_type, model in models.items():
+        trainable, frozen = count(model.q_heads, model.v_head), count(model.target_q_heads)
+        target = Target("ratio", TARGETS["params_tied"]) if head_type == "tied" else None
+        name = "tied (lmrl default)" if head_type == "tied" else "untied (reference head design)"
+        rows.append(Row(shape.name, section, f"Q + V heads, {name}: trainable", trainable, "params",
+                        trainable / base_params, target=target))
+        rows.append(Row(shape.name, section, f"Q + V heads, {name}: total with target heads", trainable + frozen,
+                        "params", (trainable + frozen) / base_params))
+    trainable = count(layout.value_trunk, layout.q_heads, layout.v_head)
+    total = trainable + count(layout.target_trunk, layout.target_q_heads)
+    rows.append(Row(shape.name, section, "paper layout: value trunk + untied heads, trainable", trainable, "params",
+                    trainable / base_params))
+    rows.append(Row(shape.name, section, "paper layout: total with target trunk + heads", total, "params",
+                    total / base_params))
+    return rows
+
+
+def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, device) -> list[Row]:
+    rows = []
+    for batch, repeats in work.decode_runs:
+        progress(f"{shape.name}: decode, batch {batch}")
+        prompt = torch.randint(0, shape.vocab_size - 1, (batch, work.prompt_len), device=device)
+        variants = decode_variants(base, guided, value_model, prompt, work.new_tokens, work.guidance_top_k)
+        with torch.inference_mode():  # warm-up at the first batch size only: the code paths are warm after it
+            times = interleaved({name: fn for name, (_, fn) in variants.items()}, repeats, device,
+                                warm_up=not rows)
+        for name, (label, _) in variants.items():
+            seconds = statistics.median(times[name])
+            target = Target("ratio", TARGETS["decode_top_k"]) if name == "top_k" else None
+            rows.append(Row(shape.name, f"decode b={batch}", label, batch * work.new_tokens / seconds, "tok/s",
+                            median_ratio(times[name], times["plain"]), seconds, target=target,
+                            samples=times[name]))
+    return rows
+
+
+def train_rows(shape: str, section: str, group: dict[str, train.TrainVariant], tokens: int, repeats: int, device,
+               targets: dict[str, Target] | None = None, bc_memory: tuple[int, int] | None = None
+               ) -> tuple[list[Row], tuple[int, int]]:
+    """Time the variants of `group` in interleaved rounds after a warm-up step each ("bc" is the ratios'
+    baseline), then measure the memory of one more step of each (once the optimizer state exists: a first
+    step's peak is lower). With `bc_memory`, BC was measured (and warmed up) before and its row is not
+    repeated. Returns the rows and BC's memory."""
+    memory = {} if bc_memory is None else {"bc": bc_memory}
+    for name, variant in group.items():
+        if name not in memory:
+            variant.step()  # warm-up
+    times = interleaved({name: v.step for name, v in group.items()}, repeats, device, warm_up=False)
+    for name, v in group.items():
+        if name not in memory:
+            memory[name] = peak_step_memory(v.backward, v.update, resident_tensors(v.modules, v.optimizer), device)
+    rows = []
+    for name, variant in group.items():
+        if name == "bc" and bc_memory is not None:
+            continue
+        seconds = statistics.median(times[name])
+        (peak, above), bc_peak = memory[name], memory["bc"][0]
+        rows.append(Row(shape, section, variant.label, tokens / seconds, "tok/s", median_ratio(times[name], times["bc"]),
+                        seconds, peak, peak / bc_peak, above, (targets or {}).get(name), times[name]))
+    return rows, memory["bc"]
+
+
+def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare_chunking: bool) -> list[Row]:
+    """All measures on one shape; `compare_chunking` adds the unchunked BC and ILQL losses to the training rows."""
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(shape.config()).to(device)
+    value_model = train.wrap(AutoModelForCausalLM.from_config(shape.config(value_model=True)), "tied", work.beta,
+                             work.guidance_top_k).to(device).eval()
+    models = {t: train.wrap(base, t, work.beta, work.guidance_top_k).to(device) for t in ("tied", "untied")}
+    layout = SeparateTrunksILQL(base).to(device)
+    params = parameter_rows(shape, base, models, layout)
+    del layout  # built again, after the decode runs, when it is trained
+    base.eval()
+    rows = params + decode_rows(shape, base, models["tied"].eval(), value_model, work, device)
+    del value_model
+
+    progress(f"{shape.name}: training steps")
+    base.train()
+    for head_type in models:
+        models[head_type].train()
+    batch = train.training_batch(work.train_batch, work.train_len, shape.vocab_size, device)
+    bc, tied = train.bc(base, batch), train.ilql(models["tied"], batch, "ILQL, tied heads (lmrl)")
+    group = {"bc": bc}
+    if compare_chunking:  # the unchunked ILQL loss is compared in the scaling rows
+        group["bc_plain"] = train.bc(base, batch, chunk_size=0, optimizer=bc.optimizer)
+    group["tied"] = tied
+    group["untied"] = train.ilql(models["untied"], batch, "ILQL, untied heads (reference head design)")
+    if shape.architecture == "gpt2":
+        targets = {"tied": Target("ratio", TARGETS["train_tied_gpt2"])}
+    else:  # the large-vocabulary shape
+        targets = {"tied": Target("memory_ratio", TARGETS["memory_tied_128k"])}
+    section, tokens = f"train {work.train_batch}x{work.train_len}", work.train_batch * work.train_len
+    train_group, bc_memory = train_rows(shape.name, section, group, tokens, work.train_repeats, device, targets)
+    del group, tied, models  # make room for the three trunks
+    gc.collect()
+    separate = {"bc": bc, "separate": train.separate_trunks(SeparateTrunksILQL(base).to(device), batch)}
+    return rows + train_group + train_rows(shape.name, section, separate, tokens, work.train_repeats, device,
+                                           bc_memory=bc_memory)[0]
+
+
+def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> list[Row]:
+    """BC vs ILQL (tied, chunked and unchunked) over vocabulary sizes and sequence lengths, one row a batch."""
+    configs = [(v, work.scaling_lengths[0]) for v in work.scaling_vocabs]
+    configs += [(shape.vocab_size, t) for t in work.scaling_lengths if (shape.vocab_size, t) not in configs]
+    rows = []
+    for vocab, length in configs:
+        progress(f"scaling: vocab {vocab:,}, length {length}")
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_config(shape.config(vocab_size=vocab)).to(device).train()
+        model = train.wrap(base, "tied", work.beta, work.guidance_top_k).to(device).train()
+        batch = train.training_batch(1, length, vocab, device)
+        tied = train.ilql(model, batch, "ILQL, tied heads (lmrl)")
+        group = {"bc": train.bc(base, batch), "tied": tied,
+                 "tied_unchunked": train.ilql(model, batch, "ILQL, tied heads, losses unchunked", 0, tied.optimizer)}
+        rows += train_rows(shape.name, f"scaling 1x{length}, V={vocab:,}", group, length, work.scaling_repeats,
+                           device)[0]
+        del group, tied, model, base
+        gc.collect()
+    return rows
+
+
+def run(plan: Plan, device: torch.device) -> list[Row]:
+    rows = []
+    for shape in plan.shapes:
+        rows += bench_shape(shape, plan.workload, device, compare_chunking=shape is plan.scaling_shape)
+        gc.collect()
+    return rows + scaling_rows(plan.scaling_shape, plan.workload, device)
+
+
+def main(quick: bool = False, threads: int | None = None, device: str | None = None,
+         output: str | Path | None = None, command: str = "lmrl bench") -> int:
+    """Run the benchmark, print its table and write it as JSON; see `lmrl bench --help`."""
+    plan = QUICK if quick else FULL
+    threads = threads or (1 if quick else None)  # tiny ops gain nothing from a second thread
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    transformers.logging.set_verbosity_error()
+    start, load_start = time.perf_counter(), load_average()
+    info = machine(device)
+    header = (f"lmrl bench ({plan.mode}) on {info['device']} ({info.get('gpu', info['processor'])}): "
+              f"torch {info['torch']}, transformers {info['transformers']}, {info['cpu_count']} CPUs, torch threads "
+              f"{info['torch_threads']}, load avg {load_start:.1f} at start. Command: {command}")
+    print(header, flush=True)
+    for shape in plan.shapes:
+        print(f"- {shape.describe()}")
+    rows = run(plan, device)
+    seconds = time.perf_counter() - start
+    footer = (f"Peak memory: {MEMORY_METHOD[device.type]}. Total runtime {seconds:.0f} s; load avg "
+              f"{load_average():.1f} at the end.")
+    print("", table(rows, judge=plan.targets_judged), "", NOTE, footer, sep="\n")
+    output = Path(output or f"benchmarks/results/bench{'.quick' if quick else ''}.json")
+    write_json(output, {"mode": plan.mode, "command": command, "header": header, "footer": footer, "note": NOTE,
+                        "machine": info, "memory_method": MEMORY_METHOD[device.type], "runtime_s": round(seconds, 1),
+                        "load_avg": [load_start, load_average()], "shapes": [s.describe() for s in plan.shapes]},
+               rows)
+    print(f"results: {output}")
+    return 0
