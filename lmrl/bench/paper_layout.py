@@ -52,7 +52,7 @@ class SeparateTrunksILQL(nn.Module):
         return SimpleNamespace(
             q_values=_at_steps(q_logits.gather(-1, actions.expand(len(q_logits), -1, -1)).squeeze(-1), steps),
             target_q_values=_at_steps(target_q.gather(-1, actions.expand(len(target_q), -1, -1)).squeeze(-1), steps),
-            values=self.v_head(hidden),  # [B, T]
+            v_values=self.v_head(hidden),  # [B, T]
             q_logits=q_logits,
             policy_logits=policy_logits,
         )
