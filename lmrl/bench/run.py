@@ -20,6 +20,7 @@ from .paper_layout import SeparateTrunksILQL
 from .report import Row, Target, load_average, machine, table, write_json
 from .shapes import FULL, QUICK, ModelShape, Plan, Workload
 
+UNCHUNKED = "ILQL, tied heads, losses unchunked (loss_chunk_size=0)"
 TARGETS = {"params_tied": 0.06, "decode_top_k": 1.10, "train_tied_gpt2": 1.6, "memory_tied_128k": 1.3}
 NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmrl's BC), the median over rounds of "
         "the per-round ratio; for parameters, added parameters / the base model's. tok/s and ms: medians. "
@@ -121,9 +122,11 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare
     batch = train.training_batch(work.train_batch, work.train_len, shape.vocab_size, device)
     bc, tied = train.bc(base, batch), train.ilql(models["tied"], batch, "ILQL, tied heads (lmrl)")
     group = {"bc": bc}
-    if compare_chunking:  # the unchunked ILQL loss is compared in the scaling rows
+    if compare_chunking:
         group["bc_plain"] = train.bc(base, batch, chunk_size=0, optimizer=bc.optimizer)
     group["tied"] = tied
+    if compare_chunking:
+        group["tied_unchunked"] = train.ilql(models["tied"], batch, UNCHUNKED, 0, tied.optimizer)
     group["untied"] = train.ilql(models["untied"], batch, "ILQL, untied heads (reference head design)")
     if shape.architecture == "gpt2":
         targets = {"tied": Target("ratio", TARGETS["train_tied_gpt2"])}
@@ -139,9 +142,11 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare
 
 
 def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> list[Row]:
-    """BC vs ILQL (tied, chunked and unchunked) over vocabulary sizes and sequence lengths, one row a batch."""
+    """BC vs ILQL (tied, chunked and unchunked) over vocabulary sizes and sequence lengths, one row a batch.
+    The shape's own vocabulary at the training rows' batch is not measured again."""
     configs = [(v, work.scaling_lengths[0]) for v in work.scaling_vocabs]
     configs += [(shape.vocab_size, t) for t in work.scaling_lengths if (shape.vocab_size, t) not in configs]
+    configs = [c for c in configs if (work.train_batch, c[1], c[0]) != (1, work.train_len, shape.vocab_size)]
     rows = []
     for vocab, length in configs:
         progress(f"scaling: vocab {vocab:,}, length {length}")
@@ -151,7 +156,7 @@ def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> lis
         batch = train.training_batch(1, length, vocab, device)
         tied = train.ilql(model, batch, "ILQL, tied heads (lmrl)")
         group = {"bc": train.bc(base, batch), "tied": tied,
-                 "tied_unchunked": train.ilql(model, batch, "ILQL, tied heads, losses unchunked", 0, tied.optimizer)}
+                 "tied_unchunked": train.ilql(model, batch, UNCHUNKED, 0, tied.optimizer)}
         rows += train_rows(shape.name, f"scaling 1x{length}, V={vocab:,}", group, length, work.scaling_repeats,
                            device)[0]
         del group, tied, model, base

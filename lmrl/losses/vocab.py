@@ -65,7 +65,7 @@ class ProjectedLogits:
 
     def gather(self, token_ids: torch.Tensor) -> torch.Tensor:
         """The scores of the given tokens only, [N, k] for token_ids [N, k]."""
-        rows = self.weight.to(self.features.dtype)[token_ids]  # [N, k, d]
+        rows = F.embedding(token_ids, self.weight.to(self.features.dtype))  # [N, k, d]
         scores = torch.einsum("nd,nkd->nk", self.features, rows)
         return scores if self.bias is None else scores + self.bias.to(scores.dtype)[token_ids]
 

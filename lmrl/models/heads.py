@@ -11,6 +11,7 @@ vocabulary kept factored ([`ProjectedLogits`]), for a cross-entropy computed chu
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..losses.vocab import ProjectedLogits
@@ -54,7 +55,7 @@ class TiedQHead(nn.Module):
         weight = output_embedding.detach()  # [V, h]; Q never moves the LM head
         if token_ids is None:
             return g @ weight.T.to(g.dtype) + self.bias.to(g.dtype)  # [..., V]
-        rows = weight[token_ids].to(g.dtype)  # [..., k, h]
+        rows = F.embedding(token_ids, weight).to(g.dtype)  # [..., k, h]: the rows of the given tokens (a fast gather)
         return torch.einsum("...h,...kh->...k", g, rows) + self.bias.to(g.dtype)[token_ids]
 
     def projected(self, g: torch.Tensor, output_embedding: torch.Tensor) -> ProjectedLogits:
@@ -86,7 +87,7 @@ class UntiedQHead(nn.Module):
         out = self.mlp[2]
         if token_ids is None:
             return out(z)
-        rows = out.weight[token_ids]  # [..., k, 2h]
+        rows = F.embedding(token_ids, out.weight)  # [..., k, 2h]
         return torch.einsum("...d,...kd->...k", z, rows) + out.bias[token_ids]
 
     def projected(self, z: torch.Tensor, output_embedding: torch.Tensor | None = None) -> ProjectedLogits:
