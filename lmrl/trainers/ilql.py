@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, TrainerCallback
+from transformers.modeling_utils import unwrap_model
 
 from ..losses.ilql import ilql_diagnostics, ilql_loss
 from ..models import AutoModelForCausalLMWithILQLHeads
@@ -108,13 +109,7 @@ class TargetUpdateCallback(TrainerCallback):
         if state.global_step % self.interval == 0:
             model = self.trainer.model_wrapped if self.trainer is not None else model
             with _full_parameters_under_fsdp1(model):
-                _unwrap(model).update_target_heads(self.alpha)
-
-
-def _unwrap(model):
-    while hasattr(model, "module") and not hasattr(model, "update_target_heads"):
-        model = model.module  # DDP, DeepSpeed engine, FSDP1
-    return model
+                unwrap_model(model).update_target_heads(self.alpha)  # DDP, DeepSpeed, FSDP1 wrappers
 
 
 def _full_parameters_under_fsdp1(model):
