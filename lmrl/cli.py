@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,12 +141,33 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
     return recipe
 
 
+# recipe fields that were renamed: old name -> new name (the old one still works, with a warning)
+RENAMED_FIELDS = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
+
+
+def _renamed_fields(recipe: dict, source: str) -> dict:
+    recipe = dict(recipe)
+    for old, new in RENAMED_FIELDS.items():
+        if old not in recipe:
+            continue
+        if new in recipe:
+            raise ValueError(f"{source}: give '{new}' only ('{old}' is its old name).")
+        warnings.warn(f"{source}: recipe field '{old}' is deprecated (transformers renamed it); write "
+                      f"'{new}: {recipe[old]}' instead.", FutureWarning, stacklevel=3)
+        recipe[new] = recipe.pop(old)
+    return recipe
+
+
 def parse_recipe(recipe: dict, source: str = "recipe"):
     """Split a recipe dict into (ScriptArguments, the algorithm's config)."""
     algorithm = recipe.get("algorithm")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{source}: field 'algorithm' must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
     config_class, _ = ALGORITHMS[algorithm]
+    recipe = _renamed_fields(recipe, source)
     valid = {f.name for cls in (ScriptArguments, config_class) for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(recipe) - valid)
     if unknown:

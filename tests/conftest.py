@@ -5,10 +5,34 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+class _DeprecationRecords(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "deprecat" in record.getMessage().lower():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_deprecation_logged_by_transformers():
+    """transformers announces renames in its log (e.g. `past_key_values` -> `cache` in 5.24), not only as
+    warnings: any such message during a test is an error, so lmrl never lags behind the installed release."""
+    handler = _DeprecationRecords()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    assert not handler.messages, f"transformers logged a deprecation: {handler.messages}"
+
 
 DOOR_TEXTS = ["Pick a door: red door blue door green door. Which one? The red one, the blue one."] * 8
 

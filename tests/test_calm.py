@@ -163,3 +163,33 @@ def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp
                  "--plan_horizon", "1"]) == 0
     report = json.loads((tmp_path / "plan" / "eval.json").read_text())
     assert report["run"] == "plan" and report["episodes"] == 2 and report["algorithm"] == "calm"
+
+
+def test_calm_trains_with_activation_checkpointing_and_gets_the_plain_runs_losses(tmp_path):
+    """`activation_checkpointing=True` reaches the LM inside CALM's wrapper (with transformers'
+    every_n_layers/offload options), its layers rerun in the backward pass, and the losses are the
+    plain run's."""
+    from lmrl.tiny import build_tiny
+
+    rows = [r.as_row() for r in generate_flight_episodes(8, seed=0, num_flights=3, progress=False)]
+
+    def run(**overrides):
+        torch.manual_seed(0)
+        model, tokenizer = build_tiny(rows, hidden_size=32, num_layers=1, vocab_size=300)
+        model.config.attn_pdrop = model.config.resid_pdrop = model.config.embd_pdrop = 0.0
+        calls = []
+        model.transformer.h[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        args = CALMConfig(output_dir=str(tmp_path / str(len(overrides))), outcome_task="flight_booking",
+                          max_steps=2, per_device_train_batch_size=4, logging_steps=1, report_to="none",
+                          save_strategy="no", disable_tqdm=True, max_length=1024, seed=0, **overrides)
+        trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+        trainer.train()
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        return losses, len(calls), model.transformer.gradient_checkpointing
+
+    plain_losses, plain_calls, plain_flag = run()
+    losses, calls, flag = run(activation_checkpointing=True)
+    assert (plain_flag, flag) == (False, True)
+    assert calls == 2 * plain_calls  # every training forward of the layer ran again in backward
+    assert len(losses) == len(plain_losses) == 2
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(plain_losses), rtol=1e-6, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Mixed precision, gradient checkpointing and gradient accumulation give the plain fp32 run's losses."""
+"""Mixed precision, activation checkpointing and gradient accumulation give the plain fp32 run's losses."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ from test_trainers import _args, bandit_rows
 from transformers import set_seed
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ILQLConfig, ILQLTrainer
+from lmrl.compat import enable_activation_checkpointing
 from lmrl.losses.ilql import ilql_loss
 from lmrl.tiny import tiny_causal_lm
 
@@ -36,7 +37,7 @@ def fp32_run(tokenizer, tmp_path_factory):
 # (training arguments, tolerance on losses and on the final weights, dtype the trunk computes in)
 SETTINGS = {
     "accumulation": (dict(per_device_train_batch_size=4, gradient_accumulation_steps=2), 1e-5, torch.float32),
-    "checkpointing": (dict(gradient_checkpointing=True), 1e-6, torch.float32),
+    "checkpointing": (dict(activation_checkpointing=True), 1e-6, torch.float32),
     "bf16": (dict(bf16=True, use_cpu=True), 1e-2, torch.bfloat16),  # CPU autocast; bf16 keeps ~3 digits
     # fp16 autocast with loss scaling is GPU-only: on a CPU, accelerate runs the same arguments in fp32
     "fp16 on cpu": (dict(fp16=True, use_cpu=True), 1e-6, torch.float32),
@@ -60,7 +61,7 @@ def test_training_matches_the_fp32_run_within_tolerance(tokenizer, tmp_path, fp3
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_gradient_checkpointing_recomputes_the_trunk_and_gives_the_same_loss_and_gradients(tokenizer, architecture):
+def test_activation_checkpointing_recomputes_the_trunk_and_gives_the_same_loss_and_gradients(tokenizer, architecture):
     torch.manual_seed(0)
     model = AutoModelForCausalLMWithILQLHeads.from_pretrained(
         tiny_causal_lm(tokenizer, architecture, **NO_DROPOUT[architecture])).train()
@@ -82,7 +83,7 @@ def test_gradient_checkpointing_recomputes_the_trunk_and_gives_the_same_loss_and
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
 
     loss, grads, plain_calls = loss_and_grads()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)  # activation_checkpointing_enable() on transformers >= 5.23
     checkpointed_loss, checkpointed_grads, checkpointed_calls = loss_and_grads()
     assert (plain_calls, checkpointed_calls) == (1, 2)  # the layer ran again in the backward pass
     torch.testing.assert_close(checkpointed_loss, loss, rtol=1e-6, atol=1e-6)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from ..compat import CACHE_KEY, output_cache
+
 
 class ValueGuidedLogitsProcessor(LogitsProcessor):
     r"""
@@ -74,14 +76,14 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None) -> None:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                  "past_key_values": past, "use_cache": True, "return_dict": True}
+                  CACHE_KEY: past, "use_cache": True, "return_dict": True}
         if self._trunk is not None:  # the decoder alone: no logits
             out = self._trunk(**inputs)
             self._hidden = out.last_hidden_state[:, -1]
         else:
             out = self.value_model.pretrained_model(**inputs, output_hidden_states=True)
             self._hidden = out.hidden_states[-1][:, -1]
-        self._cache = out.past_key_values
+        self._cache = output_cache(out)
 
     def _advance(self, input_ids: torch.Tensor) -> None:
         """Bring the value model's cache up to `input_ids`, one new token per step when possible."""

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ..compat import enable_activation_checkpointing
 from .policy_logits import PolicyLogits
 
 HEAD_WEIGHTS = "outcome_head.safetensors"
@@ -99,8 +100,14 @@ class LMWithOutcomeHead(nn.Module):
     def config(self):
         return self.lm.config
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **options) -> None:
+        """Checkpoint the LM's layers (`Trainer` calls this for `activation_checkpointing=True`); `options`
+        (`every_n_layers`, `offload`) are transformers' own."""
+        enable_activation_checkpointing(self.lm, activation_checkpointing_kwargs, **options)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **options) -> None:
+        """The name transformers before 5.23 calls."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **options)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
                 context_mask: torch.Tensor, outcome_query: torch.Tensor) -> CALMOutput:

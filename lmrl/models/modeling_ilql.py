@@ -20,6 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
+from ..compat import CACHE_KEY, output_cache, pop_cache
 from ..generation.guidance import guided_scores
 from ..losses.vocab import ProjectedLogits
 from .adapters import (
@@ -61,7 +62,11 @@ class ILQLOutput(ModelOutput):
     q_logits: tuple[ProjectedLogits, ...] | None = None
     policy_logits: ProjectedLogits | torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
-    past_key_values: object | None = None
+    # the KV cache, under the name the installed transformers uses (see `lmrl.compat`)
+    if CACHE_KEY == "cache":
+        cache: object | None = None
+    else:
+        past_key_values: object | None = None
 
 
 class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
@@ -300,7 +305,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -310,7 +315,9 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         full_logits: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast | ILQLOutput:
-        """Inference (no `action_mask`): logits are the guided scores (raw when `beta == 0`), computed
+        """`cache` is the KV cache (`past_key_values` before transformers 5.24; either name works).
+
+        Inference (no `action_mask`): logits are the guided scores (raw when `beta == 0`), computed
         for the positions `logits_to_keep` selects (generate(): the last one only); Q and V heads run
         on those positions only.
 
@@ -320,9 +327,10 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         """
         kwargs.pop("return_dict", None)
         kwargs.pop("output_hidden_states", None)
+        cache = pop_cache(kwargs, cache)
         if position_ids is not None:  # generate() derives them from the left padding; pass them on
             kwargs["position_ids"] = position_ids
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past_key_values,
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_KEY: cache,
                   "inputs_embeds": inputs_embeds, "labels": labels, "use_cache": use_cache, **kwargs}
         if action_mask is not None:
             return self._training_outputs(inputs, action_mask, compute_q_logits, full_logits)
@@ -338,7 +346,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=out.loss,
             logits=logits,
-            past_key_values=out.past_key_values,
+            **{CACHE_KEY: output_cache(out)},
             hidden_states=out.hidden_states if self.config.output_hidden_states else None,
             attentions=getattr(out, "attentions", None),
         )
@@ -366,7 +374,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             q_logits=q_logits,
             policy_logits=policy_logits,
             hidden_states=hidden,
-            past_key_values=out.past_key_values,
+            **{CACHE_KEY: output_cache(out)},
         )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
 
+from ..compat import HAS_ACTIVATION_CHECKPOINTING
 from ..data import EpisodeCollator, prepare_dataset
 from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
@@ -79,11 +80,22 @@ class LMRLConfig(TrainingArguments):
                   "about 2^24 logits per chunk (130 tokens at a 128k vocabulary); 0: materialize the logits "
                   "(the plain computation)."},
     )
+    if not HAS_ACTIVATION_CHECKPOINTING:  # transformers < 5.23 names it gradient_checkpointing only
+        activation_checkpointing: bool = field(
+            default=False, metadata={"help": "Recompute the LM's layers in the backward pass to save memory."}
+        )
+        activation_checkpointing_kwargs: dict | None = field(
+            default=None, metadata={"help": "Keyword arguments for activation_checkpointing_enable()."}
+        )
 
     def __post_init__(self):
         if not self.use_cpu and launched_on_cpu_only():
             # transformers would run each process alone; on CPUs, several processes mean DDP over gloo
             self.use_cpu = True
+        if not HAS_ACTIVATION_CHECKPOINTING:  # what Trainer reads there: the old names
+            self.gradient_checkpointing = bool(self.activation_checkpointing or self.gradient_checkpointing)
+            self.gradient_checkpointing_kwargs = self.activation_checkpointing_kwargs or self.gradient_checkpointing_kwargs
+            self.activation_checkpointing = self.gradient_checkpointing
         super().__post_init__()
         if self.nonfinite not in NONFINITE_MODES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got {self.nonfinite!r}.")
