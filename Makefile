@@ -2,23 +2,35 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH_VERSION ?= 2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo negotiation flight_booking quickstart test lint bench clean
+.PHONY: install lock demo negotiation flight_booking quickstart test test-latest test-floor lint bench clean
 
 install: $(VENV)/.installed
 
-# torch is pinned first so that pip never swaps in a multi-GB CUDA build on CPU machines;
-# on a GPU machine set TORCH_VERSION or install torch into .venv yourself before `make install`.
-$(VENV)/.installed: pyproject.toml setup.py
+# The tested environment, every package pinned (torch's CPU build included): `make lock` regenerates it
+# from pyproject.toml; `make install` installs exactly it, again whenever it changes. A GPU user installs
+# their own torch build into .venv first and runs `make install TORCH=own` (the lock minus torch).
+LOCK := requirements/lock.txt
+TORCH ?= lock
+
+$(VENV)/.installed: pyproject.toml setup.py $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(if $(filter own,$(TORCH)),grep -v '^torch==' $(LOCK),cat $(LOCK)) > $(VENV)/lock.txt
+	$(BIN)/pip install --quiet -r $(VENV)/lock.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python .ci/check_versions.py $(VENV)/lock.txt
 	touch $@
+
+# pip-compile (pip-tools, in its own .venv-lock) resolves pyproject.toml + requirements/torch.in
+LOCK_TOOL := .venv-lock/bin/pip-compile
+lock:
+	test -x $(LOCK_TOOL) || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools)
+	$(LOCK_TOOL) --quiet --upgrade --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--no-emit-trusted-host --output-file $(LOCK) pyproject.toml requirements/torch.in
 
 # $(call train_and_eval,TASK,ALGOS,EPISODES): train recipes/TASK/ALGO.yaml for each ALGO, then evaluate it
 define train_and_eval
@@ -66,8 +78,32 @@ quickstart: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The fast part of the suite (no end-to-end task runs, no multi-process launches), for the jobs below.
+FAST_TESTS := -m "not slow"
+
+# The newest release of every dependency (no lock; torch stays the CPU build the lock names, the newest
+# CPU build a package registry serves), with transformers' and accelerate's deprecations as errors.
+test-latest:
+	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --upgrade pip
+	grep '^torch==' $(LOCK) > .venv-latest/torch.txt
+	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -c .venv-latest/torch.txt -e '.[dev]'
+	.venv-latest/bin/pip freeze | grep -iE '^(torch|transformers|accelerate|peft|datasets|tokenizers)=='
+	.venv-latest/bin/python -m pytest -q $(FAST_TESTS) -p no:cacheprovider
+
+# The lowest versions pyproject.toml declares (torch excepted, which stays the lock's CPU build: see
+# .ci/floor_constraints.py), checked installed as declared before the tests run.
+test-floor:
+	test -x .venv-floor/bin/python || $(PYTHON) -m venv .venv-floor
+	.venv-floor/bin/pip install --quiet --upgrade pip
+	$(PYTHON) .ci/floor_constraints.py pyproject.toml > .venv-floor/floor.txt
+	grep '^torch==' $(LOCK) >> .venv-floor/floor.txt
+	.venv-floor/bin/pip install --quiet -c .venv-floor/floor.txt -e '.[dev]'
+	.venv-floor/bin/python .ci/check_versions.py .venv-floor/floor.txt
+	.venv-floor/bin/python -m pytest -q $(FAST_TESTS) -p no:cacheprovider
+
 lint: install
-	$(BIN)/ruff check lmrl tasks tests examples benchmarks
+	$(BIN)/ruff check lmrl tasks tests examples benchmarks .ci
 
 # Cost of value learning next to BC and the reference designs, one table (docs/benchmarks.md); e.g.
 # `make bench BENCH_ARGS="--threads 1"` on a machine shared with other jobs, `BENCH_ARGS=--quick` for seconds.
@@ -76,4 +112,4 @@ bench: install
 	$(BIN)/lmrl bench $(BENCH_ARGS)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .venv-latest .venv-floor

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from test_models import _RecomputingProcessor, _randomize_heads
+from test_models import _randomize_heads, _RecomputingProcessor
 from transformers import GPT2LMHeadModel
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt

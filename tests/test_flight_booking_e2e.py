@@ -3,10 +3,13 @@ planning each reply with the customer simulator, completes more bookings than BC
 
 from pathlib import Path
 
+import pytest
 from conftest import train_and_evaluate
 
 from lmrl.cli import make_data, parse_recipe, read_recipe
 from lmrl.evaluation import evaluate_checkpoint, format_score_line
+
+pytestmark = pytest.mark.slow  # left out of CI's latest and floor jobs (make test-latest / test-floor)
 
 ROOT = Path(__file__).resolve().parents[1]
 

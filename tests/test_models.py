@@ -182,8 +182,9 @@ def test_beam_search_and_generation_config_work_with_guidance(tokenizer):
     model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
     _randomize_heads(model)
     ids = _prompt(tokenizer)
-    config = GenerationConfig(max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    out = model.generate(input_ids=ids, generation_config=config, num_return_sequences=2)
+    config = GenerationConfig(max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False,
+                              pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(input_ids=ids, generation_config=config)
     assert out.shape[0] == 2 and out.shape[1] > ids.shape[1]
     cached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
     uncached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=False)
