@@ -55,13 +55,20 @@ class ILQLHeadsConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.head_type not in HEAD_TYPES:
-            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}.")
-        if self.num_q_heads < 1:
-            raise ValueError(f"num_q_heads must be at least 1, got {self.num_q_heads}.")
-        if self.guidance_top_k < 0:
-            raise ValueError(f"guidance_top_k must be >= 0 (0 = full vocabulary), got {self.guidance_top_k}.")
-        if not 0.0 < self.guidance_top_p <= 1.0:
-            raise ValueError(f"guidance_top_p must be in (0, 1], got {self.guidance_top_p}.")
-        if self.advantage_clip <= 0:
-            raise ValueError(f"advantage_clip must be positive, got {self.advantage_clip}.")
+        check_head_settings({key: getattr(self, key) for key in HEAD_FIELDS}, where="ILQLHeadsConfig")
+
+
+def check_head_settings(settings: dict, where: str) -> None:
+    """Raise a `ValueError` naming `where` when one of the head settings given is out of range.
+
+    Only the keys present are checked, so a trainer config can check the settings it overrides."""
+    checks = {
+        "head_type": (lambda v: v in HEAD_TYPES, f"must be one of {HEAD_TYPES}"),
+        "num_q_heads": (lambda v: v >= 1, "must be at least 1"),
+        "guidance_top_k": (lambda v: v >= 0, "must be >= 0 (0 = full vocabulary)"),
+        "guidance_top_p": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+        "advantage_clip": (lambda v: v > 0, "must be positive"),
+    }
+    for key, value in settings.items():
+        if key in checks and value is not None and not checks[key][0](value):
+            raise ValueError(f"{where}: {key} {checks[key][1]}, got {value!r}.")

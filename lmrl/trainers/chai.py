@@ -24,7 +24,7 @@ from ..generation.propose import embed_contexts, embed_replies, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
 from .base import LMRLConfig, LMRLTrainer
-from .ilql import TargetUpdateCallback
+from .callbacks import TargetUpdateCallback
 
 logger = logging.getLogger(__name__)
 

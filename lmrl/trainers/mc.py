@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..losses.ilql import mc_loss
-from .ilql import ILQLTrainer, ValueLearningConfig
+from .value_heads import ValueHeadsTrainer, ValueLearningConfig
 
 
 @dataclass
@@ -19,11 +19,9 @@ class MCConfig(ValueLearningConfig):
     """
 
 
-class MCTrainer(ILQLTrainer):
+class MCTrainer(ValueHeadsTrainer):
     """Regresses Q_k(s, a) and V(s) to Monte-Carlo returns-to-go, with the same CQL and BC terms as
     ILQL; decodes with the same guided `generate()`. There are no target heads to update."""
-
-    uses_target_heads = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**self.model_inputs(inputs))
