@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses.vocab import ProjectedLogits
+from ..ops.vocab import ProjectedLogits
 
 
 def _mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:

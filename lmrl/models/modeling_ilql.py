@@ -21,8 +21,8 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from ..compat import CACHE_KEY, output_cache, pop_cache
-from ..generation.guidance import guided_scores
-from ..losses.vocab import ProjectedLogits
+from ..ops.guidance import guided_scores
+from ..ops.vocab import ProjectedLogits
 from .adapters import (
     HUB_KWARGS,
     adapter_config_file,

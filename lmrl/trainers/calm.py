@@ -95,6 +95,9 @@ class CALMTrainer(LMRLTrainer):
         ```
     """
 
+    padded_columns = {"context_mask": 0}  # which tokens are the task context
+    stacked_columns = ("outcome", "outcome_query")  # the outcome class, and where it is predicted from
+
     def _task(self, args: CALMConfig):
         if not args.outcome_task:
             return None
