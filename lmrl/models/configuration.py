@@ -8,7 +8,7 @@ from transformers.configuration_utils import SubConfigSpec
 HEAD_TYPES = ("tied", "untied")
 
 # Settings that shape the saved weights: a checkpoint cannot be loaded with other values.
-STRUCTURAL_FIELDS = ("head_type", "num_q_heads")
+STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads")
 # Settings of decoding only: safe to override when loading.
 DECODING_FIELDS = ("beta", "advantage_clip", "guidance_top_k", "guidance_top_p")
 HEAD_FIELDS = STRUCTURAL_FIELDS + DECODING_FIELDS
@@ -25,6 +25,8 @@ class ILQLHeadsConfig(PreTrainedConfig):
         head_type: `"tied"` (Q = W_E g(h) + b, a few percent of the base parameters) or `"untied"`
             (an MLP h -> 2h -> V per head, as in the reference implementations).
         num_q_heads: number of online Q heads (2: clipped double Q).
+        target_heads: keep Polyak target copies of the Q heads (ILQL's TD learning needs them;
+            Monte-Carlo regression does not, and its models are built without them).
         beta: strength of guidance at decoding: `log pi_beta + beta * clip(min_k Q_k - V)`. `0` decodes
             exactly as the base model.
         advantage_clip: `c` in the clip above.
@@ -48,6 +50,7 @@ class ILQLHeadsConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     head_type: str = "tied"
     num_q_heads: int = 2
+    target_heads: bool = True
     beta: float = 4.0
     advantage_clip: float = 10.0
     guidance_top_k: int = 50

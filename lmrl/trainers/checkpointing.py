@@ -118,7 +118,7 @@ def _saved_shapes(path: Path) -> dict[str, list[int]] | None:
 
 
 def _structure(config) -> dict:
-    fields = ("model_type", "head_type", "num_q_heads")
+    fields = ("model_type", "head_type", "num_q_heads", "target_heads")
     return {key: getattr(config, key) for key in fields if getattr(config, key, None) is not None}
 
 
@@ -154,7 +154,7 @@ def check_matches_model(path: str | Path, model: torch.nn.Module) -> None:
         settings = f" The checkpoint was written with {', '.join(differ)}." if differ else ""
     raise ValueError(
         f"{path} does not match the model being trained: {detail}.{settings} Resume with the model, "
-        "head_type and num_q_heads of the run that wrote it, or train into a new output_dir."
+        "head_type, num_q_heads and algorithm of the run that wrote it, or train into a new output_dir."
     )
 
 

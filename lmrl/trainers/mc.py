@@ -21,7 +21,10 @@ class MCConfig(ValueLearningConfig):
 
 class MCTrainer(ValueHeadsTrainer):
     """Regresses Q_k(s, a) and V(s) to Monte-Carlo returns-to-go, with the same CQL and BC terms as
-    ILQL; decodes with the same guided `generate()`. There are no target heads to update."""
+    ILQL; decodes with the same guided `generate()`. Its models have no target heads (nothing
+    bootstraps): fresh ones are built without them, and a given model's are dropped."""
+
+    uses_target_heads = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**self.model_inputs(inputs))

@@ -128,15 +128,27 @@ class ValueHeadsTrainer(LMRLTrainer):
     either. Subclasses write `compute_loss`.
     """
 
+    uses_target_heads = True  # whether the algorithm learns by TD against Polyak target Q heads
+
     def _load_model(self, model_id: str, args: ValueLearningConfig) -> PreTrainedModel:
         structural = {k: v for k, v in args.head_kwargs().items() if k in STRUCTURAL_FIELDS}
         return AutoModelForCausalLMWithILQLHeads.from_pretrained(model_id, **structural, **args.load_kwargs())
 
     def _prepare_model(self, model, args: ValueLearningConfig):
         where = type(args).__name__
-        if isinstance(model, AutoModelForCausalLMWithILQLHeads):  # keep its heads and its settings
-            return apply_head_settings(model, args.head_kwargs(), where)
-        return AutoModelForCausalLMWithILQLHeads.from_causal_lm(model, **args.head_kwargs())
+        if not isinstance(model, AutoModelForCausalLMWithILQLHeads):  # a plain causal LM: fresh heads
+            return AutoModelForCausalLMWithILQLHeads.from_causal_lm(
+                model, target_heads=self.uses_target_heads, **args.head_kwargs())
+        model = apply_head_settings(model, args.head_kwargs(), where)  # keep its heads and its settings
+        if self.uses_target_heads and model.target_q_heads is None:
+            logger.info("%s: the model has no target heads (trained by Monte-Carlo regression?); they start as "
+                        "copies of its Q heads.", type(self).__name__)
+            model.add_target_heads()
+        elif not self.uses_target_heads and model.target_q_heads is not None:
+            logger.info("%s: target heads are not used by this algorithm; they are dropped from the model.",
+                        type(self).__name__)
+            model.remove_target_heads()
+        return model
 
     def _apply_peft(self, model, peft_config):
         return model.add_peft_adapter(peft_config)  # the trunk only: the heads stay plain modules
