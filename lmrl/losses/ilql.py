@@ -1,4 +1,4 @@
-"""ILQL and its baselines as pure functions on tensors (DESIGN §3), written next to the maths.
+"""ILQL and its baselines as pure functions on tensors (docs/design.md, section 2: Maths), written next to the maths.
 
 Index convention: a sequence has T tokens; "position t" is the state after reading token t, and
 the action taken there is token t + 1. All per-step tensors below are therefore [B, T-1] and

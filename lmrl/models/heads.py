@@ -1,4 +1,4 @@
-"""Q and V heads that read the trunk's last hidden state (DESIGN §3).
+"""Q and V heads that read the trunk's last hidden state (docs/design.md, section 3: Heads).
 
 Every Q head answers two questions with one interface:
     head(hidden)                 -> Q(s, .) over the whole vocabulary      [..., V]

@@ -1,6 +1,6 @@
 """`AutoModelForCausalLMWithILQLHeads`: any causal LM plus ILQL's Q, target-Q and V heads.
 
-At inference its logits are the guided policy's scores (DESIGN §3), so the stock `generate()` and
+At inference its logits are the guided policy's scores (docs/design.md, section 4: Decoding), so the stock `generate()` and
 `pipeline("text-generation")` decode with the learned values. In training (`action_mask` given) its
 forward returns what the ILQL losses need, computed inside `forward` so DDP/FSDP see every use of
 every parameter.
@@ -70,7 +70,7 @@ class ILQLOutput(ModelOutput):
 
 
 class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
-    """A causal LM with two Q heads, their Polyak target copies and a V head (DESIGN §3).
+    """A causal LM with two Q heads, their Polyak target copies and a V head (docs/design.md, section 3: Heads).
 
     Example:
         ```python

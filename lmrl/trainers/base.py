@@ -134,7 +134,7 @@ def check_vocabulary(tokenizer, model: PreTrainedModel) -> None:
 
 
 class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
-    """A `Trainer` over episodes: tokenizes messages rows (DESIGN §2) once, pads them with
+    """A `Trainer` over episodes: tokenizes messages rows (docs/design.md, section 1: Data) once, pads them with
     [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records. Checkpoints are
     written atomically and checked before a resume (`checkpointing.py`); NaN/inf losses and gradients
     stop training or skip the step (`guards.py`).

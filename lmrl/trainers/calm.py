@@ -1,4 +1,5 @@
-"""CALM: context-aware language modelling for goal-directed dialogue (Snell et al., 2022), DESIGN §5.
+"""CALM: context-aware language modelling for goal-directed dialogue (Snell et al., 2022);
+see docs/design.md, sections 2 and 5.
 
 The LM is trained on the agent's turns conditioned on the rendered task context (as BC), plus:
 - an auxiliary outcome head (`lmrl.models.calm.OutcomeHead`) that attends over the context tokens

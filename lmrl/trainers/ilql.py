@@ -1,4 +1,4 @@
-"""ILQL: implicit language Q-learning (Snell et al., 2022), token level (DESIGN §3)."""
+"""ILQL: implicit language Q-learning (Snell et al., 2022), token level (docs/design.md, sections 2 and 5)."""
 
 from __future__ import annotations
 
