@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmrl import CHAIConfig, CHAICritic, CHAICriticConfig, CHAITrainer, ProposeAndRank
-from lmrl.generation import ILQLScorer, sample_replies
+from lmrl.generation import CriticScorer, ILQLScorer, sample_replies
 from lmrl.losses.chai import candidate_cql_loss, chai_loss, chai_targets, critic_td_loss
 from lmrl.trainers.chai import build_chai_dataset, episode_states
 
@@ -177,8 +177,17 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     trainer.save_model()
     critic = CHAICritic.from_pretrained(tmp_path / "chai")
     policy = ProposeAndRank(model, tokenizer, critic, k=4, max_new_tokens=6)
-    replies = policy([ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]])
-    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]
+    proposed = []
+    propose = policy.propose
+    policy.propose = lambda conversations: proposed.append(propose(conversations)) or proposed[-1]
+    replies = policy(conversations)
+    candidates = proposed[0]
+    assert all(len(set(c)) > 1 for c in candidates)  # the proposals differ, so ranking them means something
+    # the saved critic scores as the trained one does, and the policy keeps each state's best-scored candidate
+    trained = CriticScorer(trainer.model, model, tokenizer)(conversations, candidates)
+    torch.testing.assert_close(policy.scorer(conversations, candidates), trained)
+    assert replies == [c[int(i)] for c, i in zip(candidates, trained.argmax(dim=-1))]
 
 
 def test_propose_and_rank_keeps_the_best_scored_candidate_or_samples_by_score(proposal_lm):

@@ -384,6 +384,22 @@ def test_collator_pads_right_with_zero_masks_and_rewards():
     assert batch["dones"].tolist() == [1.0, 0.0]
 
 
+def test_collator_pads_the_columns_an_algorithm_declares_and_leaves_out_the_others():
+    rows = [{"input_ids": [5, 6, 7], "attention_mask": [1] * 3, "action_mask": [0, 1, 1], "rewards": [0.0] * 3,
+             "context_mask": [1, 1], "weights": [0.5, 0.5, 0.5], "outcome": 2, "returns": 1.0},
+            {"input_ids": [8], "attention_mask": [1], "action_mask": [1], "rewards": [1.0],
+             "context_mask": [1], "weights": [2.0], "outcome": 0, "returns": 0.0}]
+    collate = EpisodeCollator(pad_token_id=3, pad_values={"context_mask": 0, "weights": -1.0},
+                              scalar_columns=("outcome",))
+    batch = collate(rows)
+    assert batch["context_mask"].tolist() == [[1, 1, 0], [1, 0, 0]] and batch["context_mask"].dtype == torch.long
+    assert batch["weights"].tolist() == [[0.5, 0.5, 0.5], [2.0, -1.0, -1.0]] and batch["weights"].dtype == torch.float32
+    assert batch["outcome"].tolist() == [2, 0]
+    assert "returns" not in batch and "context_mask" not in EpisodeCollator(pad_token_id=3)(rows)
+    with pytest.raises(KeyError, match="pad_values declares 'mask2', but the rows have no such column"):
+        EpisodeCollator(pad_token_id=3, pad_values={"mask2": 0})(rows)
+
+
 def test_collator_pads_to_a_multiple_when_asked():
     batch = EpisodeCollator(pad_token_id=0, pad_to_multiple_of=4)(
         [{"input_ids": [5, 6, 7, 8, 9], "attention_mask": [1] * 5, "action_mask": [0, 1, 1, 1, 1],

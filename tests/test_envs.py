@@ -1,5 +1,7 @@
 """Rollouts and scoring, independent of any task."""
 
+import math
+
 import pytest
 
 from lmrl.envs import EpisodeResult, TaskAnchors, TextEnv, mean_ci, rollout, score_episodes
@@ -21,8 +23,33 @@ class CountingEnv:
         return f"turn {self.turn}", -0.5, False, {"invalid": text != "go"}
 
 
-def test_counting_env_is_a_text_env():
-    assert isinstance(CountingEnv(), TextEnv)
+@pytest.mark.parametrize("name", ["maze", "wordle", "negotiation", "flight_booking"])
+def test_every_task_env_keeps_the_text_env_contract(name):
+    """reset(seed) is a text that depends only on the seed; step(reply) answers any reply, even nonsense,
+    with (text, float reward, bool done, dict info) instead of raising."""
+    from lmrl.envs.registry import get_task
+
+    task = get_task(name)
+    env, again = task.make_env(), task.make_env()
+    assert isinstance(env, TextEnv)
+    first = env.reset(seed=3)
+    assert isinstance(first, str) and first and again.reset(seed=3) == first
+    assert isinstance(getattr(env, "system_prompt", None) or "", str)
+    for reply in ("", "!!! not a move %%%", "x" * 500):
+        observation, reward, done, info = env.step(reply)
+        assert isinstance(observation, str) and isinstance(info, dict)
+        assert isinstance(reward, (int, float)) and math.isfinite(reward)
+        assert done in (True, False)
+        if done:
+            env.reset(seed=4)
+
+
+def test_an_object_without_step_is_not_a_text_env():
+    class ResetOnly:
+        def reset(self, seed=None):
+            return "hi"
+
+    assert isinstance(CountingEnv(), TextEnv) and not isinstance(ResetOnly(), TextEnv)
 
 
 def test_rollout_batches_episodes_and_records_rewards_and_invalid_replies():

@@ -178,14 +178,34 @@ def test_a_plain_causal_lm_path_gets_fresh_heads(tokenizer, tmp_path):
         assert torch.equal(model.pretrained_model.state_dict()[key], value)
 
 
-def test_beam_search_and_generation_config_work_with_guidance(tokenizer):
+def test_beam_search_keeps_the_beams_with_the_highest_guided_scores(tokenizer):
+    """Beam search runs on the guided scores, through the KV cache and its beam reordering: each returned
+    beam's score is the sum of its tokens' guided log-probabilities as a plain forward pass recomputes
+    them, and the best beam scores at least as high as the greedy guided reply."""
     model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), beta=4.0).eval()
     _randomize_heads(model)
     ids = _prompt(tokenizer)
-    config = GenerationConfig(max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id)
+    config = GenerationConfig(max_new_tokens=5, num_beams=4, num_return_sequences=2, do_sample=False,
+                              length_penalty=0.0, early_stopping=True, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=None,  # every beam runs the full 5 tokens
+                              return_dict_in_generate=True, output_scores=True)
     out = model.generate(input_ids=ids, generation_config=config)
-    assert out.shape[0] == 2 and out.shape[1] > ids.shape[1]
+
+    def guided_sum(sequence, guided=model):
+        with torch.no_grad():
+            scores = guided(sequence[None]).logits[0, ids.shape[1] - 1 : -1].float().log_softmax(-1)
+        return scores.gather(-1, sequence[ids.shape[1]:, None]).sum()
+
+    assert out.sequences.shape == (2, ids.shape[1] + 5) and not torch.equal(out.sequences[0], out.sequences[1])
+    for sequence, score in zip(out.sequences, out.sequences_scores):
+        torch.testing.assert_close(score, guided_sum(sequence), rtol=1e-4, atol=1e-4)
+    assert out.sequences_scores[0] >= out.sequences_scores[1]
+    greedy = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False, eos_token_id=None,
+                            pad_token_id=tokenizer.pad_token_id)[0]
+    assert out.sequences_scores[0] >= guided_sum(greedy) - 1e-4
+    model.config.beta = 0.0  # the same model unguided scores the beam otherwise: the guidance was used
+    assert not torch.isclose(guided_sum(out.sequences[0]), out.sequences_scores[0], atol=1e-3)
+    model.config.beta = 4.0
     cached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
     uncached = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)

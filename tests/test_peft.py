@@ -60,7 +60,7 @@ def test_lora_ilql_trains_under_5_percent_of_the_parameters_and_reloads_to_the_s
     base = _base_on_disk(tokenizer, tmp_path / "base", vocab_size=GPT2_VOCAB)
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
     args = _args(ILQLConfig, tmp_path, "lora", learning_rate=1e-2, max_steps=3, per_device_train_batch_size=8,
-                 logging_steps=1)
+                 logging_steps=1, beta=3.0)
     with caplog.at_level(logging.INFO, logger="lmrl"):
         trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(24), processing_class=tokenizer,
                               peft_config=LoraConfig(r=4, lora_alpha=8))

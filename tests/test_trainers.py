@@ -88,6 +88,34 @@ def test_monte_carlo_regression_ranks_the_rewarded_reply_first(tokenizer, tmp_pa
     assert q[1] > q[0] + 0.3
 
 
+def test_monte_carlo_models_hold_no_target_heads_and_ilql_gives_them_back(tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    mc = MCTrainer(model=tiny_causal_lm(tokenizer), args=_args(MCConfig, tmp_path, "mc", max_steps=2),
+                   train_dataset=bandit_rows(32), processing_class=tokenizer)
+    assert mc.model.target_q_heads is None and not mc.model.config.target_heads
+    mc.train()
+    mc.save_model()
+    saved = load_file(tmp_path / "mc" / "model.safetensors")
+    assert not any(key.startswith("target_q_heads") for key in saved) and "q_heads.0.bias" in saved
+    loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "mc")
+    assert loaded.target_q_heads is None
+    with pytest.raises(ValueError, match="built without target heads.*add_target_heads"):
+        loaded.update_target_heads(0.5)
+
+    ilql = ILQLTrainer(model=loaded, args=_args(ILQLConfig, tmp_path, "ilql", max_steps=2),
+                       train_dataset=bandit_rows(32), processing_class=tokenizer)
+    targets = ilql.model.target_q_heads
+    assert targets is not None and ilql.model.config.target_heads
+    for target, online in zip(targets.parameters(), ilql.model.q_heads.parameters()):
+        assert target.dtype == torch.float32 and torch.equal(target, online.float())
+    ilql.train()  # TD learning runs and moves the targets
+    assert any(not torch.equal(t, o.float()) for t, o in zip(targets.parameters(), ilql.model.q_heads.parameters()))
+    again = MCTrainer(model=ilql.model, args=_args(MCConfig, tmp_path, "mc2", max_steps=1),
+                      train_dataset=bandit_rows(8), processing_class=tokenizer)
+    assert again.model.target_q_heads is None
+
+
 @pytest.mark.parametrize(("architecture", "chat_template"),
                          [("gpt2", False), ("llama", False), ("qwen2", True), ("gpt_neox", True)])
 def test_ilql_trains_saves_loads_and_generates_on_each_architecture(request, tmp_path, architecture, chat_template):

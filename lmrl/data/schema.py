@@ -1,4 +1,4 @@
-"""The row schema (DESIGN §2): one row is one episode.
+"""The row schema (docs/design.md, section 1: Data): one row is one episode.
 
     {"messages": [{"role": "user", "content": "..."},
                   {"role": "assistant", "content": "...", "reward": 1.0}, ...],

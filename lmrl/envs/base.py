@@ -1,4 +1,4 @@
-"""The text-environment protocol every task implements (DESIGN §6)."""
+"""The text-environment protocol every task implements (docs/design.md, section 6: Tasks)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class EpisodeResult:
     extra: dict = field(default_factory=dict)  # task fields kept with the row (e.g. a structured context)
 
     def as_row(self) -> dict:
-        """The episode as a training row (DESIGN §2)."""
+        """The episode as a training row (docs/design.md, section 1: Data)."""
         return {"messages": self.messages, "done": self.done, **self.extra}
 
 

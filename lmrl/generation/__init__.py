@@ -1,4 +1,4 @@
-from .guidance import guided_scores
+from ..ops.guidance import guided_scores
 from .logits_process import ValueGuidedLogitsProcessor
 from .planning import PlanningPolicy
 from .propose import CriticScorer, ILQLScorer, ProposeAndRank, embed_token_lists, sample_replies

@@ -12,6 +12,8 @@ import torch
 from ..data.collator import left_pad
 from ..data.schema import Turn
 from ..data.tokenization import encode_prompt, eos_token_id, episode_segments, pad_token_id
+from ..models import AutoModelForCausalLMWithILQLHeads
+from ..models.chai import CHAICritic
 
 
 def prompt_ids(tokenizer, conversation: list[dict], max_length: int | None = None) -> list[int]:
@@ -189,9 +191,6 @@ class ProposeAndRank:
     def __init__(self, proposal_model, tokenizer, critic, k: int = 8, temperature: float = 0.0,
                  proposal_temperature: float = 1.0, max_new_tokens: int = 32, critic_tokenizer=None,
                  max_length: int | None = None, seed: int | None = 0):
-        from ..models import AutoModelForCausalLMWithILQLHeads
-        from ..models.chai import CHAICritic
-
         self.proposal_model = proposal_model.eval()
         self.tokenizer = tokenizer
         if isinstance(critic, CHAICritic):

@@ -1,3 +1,4 @@
+from ..ops.vocab import ProjectedLogits, gather_logits, logit_chunks, vocab_cross_entropy
 from .ilql import (
     awac_weights,
     bc_loss,
@@ -13,7 +14,6 @@ from .ilql import (
     td_targets,
     v_loss,
 )
-from .vocab import ProjectedLogits, gather_logits, logit_chunks, vocab_cross_entropy
 
 __all__ = [
     "ProjectedLogits",

@@ -1,4 +1,4 @@
-"""ILQL and its baselines as pure functions on tensors (DESIGN §3), written next to the maths.
+"""ILQL and its baselines as pure functions on tensors (docs/design.md, section 2: Maths), written next to the maths.
 
 Index convention: a sequence has T tokens; "position t" is the state after reading token t, and
 the action taken there is token t + 1. All per-step tensors below are therefore [B, T-1] and
@@ -12,14 +12,14 @@ the action taken there is token t + 1. All per-step tensors below are therefore 
 
 The two vocabulary-sized terms take the scores at the N action states either materialized [N, V]
 or factored ([`ProjectedLogits`]: features @ W^T + b), in which case they are computed `chunk_size`
-tokens at a time, fused with the projection (see `lmrl.losses.vocab`).
+tokens at a time, fused with the projection (see `lmrl.ops.vocab`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .vocab import Logits, gather_logits, logit_chunks, vocab_cross_entropy
+from ..ops.vocab import Logits, gather_logits, logit_chunks, vocab_cross_entropy
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

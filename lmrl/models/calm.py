@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM
+from transformers.trainer_utils import load_sharded_checkpoint
 from transformers.utils import ModelOutput
 
 from ..compat import enable_activation_checkpointing
@@ -57,20 +59,38 @@ class OutcomeHead(nn.Module):
         pooled = torch.einsum("bt,bth->bh", weights, self.value(hidden))  # [B, h]
         return self.out(torch.cat([pooled, query], dim=-1))
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write `outcome_head.safetensors` and `outcome_head.json` into `directory` (`state_dict`: the
+        head's weights as gathered by a distributed save, else its own)."""
         directory = Path(directory)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / HEAD_WEIGHTS))
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(directory / HEAD_WEIGHTS))
         (directory / HEAD_CONFIG).write_text(json.dumps({"hidden_size": self.hidden_size,
                                                          "num_outcomes": self.num_outcomes}))
 
+    @staticmethod
+    def saved_config(directory: str | Path) -> dict:
+        directory = Path(directory)
+        if not (directory / HEAD_CONFIG).is_file() or not (directory / HEAD_WEIGHTS).is_file():
+            raise ValueError(f"{directory}: no {HEAD_CONFIG} and {HEAD_WEIGHTS}; this is not a CALM checkpoint "
+                             "with an outcome head (train with outcome_task set, or load it as a plain causal LM).")
+        return json.loads((directory / HEAD_CONFIG).read_text())
+
     @classmethod
     def load(cls, directory: str | Path) -> OutcomeHead:
-        directory = Path(directory)
-        if not (directory / HEAD_CONFIG).is_file():
-            raise ValueError(f"{directory}: no {HEAD_CONFIG}; this is not a CALM checkpoint.")
-        head = cls(**json.loads((directory / HEAD_CONFIG).read_text()))
-        head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+        head = cls(**cls.saved_config(directory))
+        head.load_state_dict(load_file(str(Path(directory) / HEAD_WEIGHTS)))
         return head
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load the head saved in `directory` into this head, in place; other sizes are refused in words."""
+        saved = self.saved_config(directory)
+        ours = {"hidden_size": self.hidden_size, "num_outcomes": self.num_outcomes}
+        if saved != ours:
+            raise ValueError(f"{directory}: the saved outcome head has {saved}, this model's has {ours}. Resume "
+                             "with the base model and training data of the run that wrote it (the data sets "
+                             "num_outcomes), or train into a new output_dir.")
+        self.load_state_dict(load_file(str(Path(directory) / HEAD_WEIGHTS)))
 
 
 @dataclass
@@ -88,6 +108,19 @@ class LMWithOutcomeHead(nn.Module):
     """The module `CALMTrainer` optimizes: a causal LM and its `OutcomeHead`, both used inside one
     `forward`, so that DDP/FSDP see every parameter the loss reaches (a head called from outside the
     wrapped module's forward would get no gradient all-reduce under DDP).
+
+    It saves and loads itself: `save_pretrained(dir)` writes the LM as a plain causal LM (what
+    `AutoModelForCausalLM.from_pretrained(dir)` loads, for decoding) and the head beside it
+    (`outcome_head.safetensors`, `outcome_head.json`); `from_pretrained(dir)` restores both, and
+    `load_checkpoint(dir)` loads them into this model in place (what resuming a run does).
+
+    Example:
+        ```python
+        >>> model = LMWithOutcomeHead(lm, OutcomeHead(lm.config.hidden_size, num_outcomes=4))
+        >>> model.save_pretrained("out")
+        >>> AutoModelForCausalLM.from_pretrained("out")  # the LM alone
+        >>> LMWithOutcomeHead.from_pretrained("out")     # the LM and its outcome head
+        ```
     """
 
     def __init__(self, lm: nn.Module, outcome_head: OutcomeHead):
@@ -99,6 +132,43 @@ class LMWithOutcomeHead(nn.Module):
     @property
     def config(self):
         return self.lm.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    def save_pretrained(self, save_directory: str | Path, state_dict: dict | None = None, is_main_process: bool = True,
+                        **kwargs) -> None:
+        """Write the LM as a plain causal LM and the outcome head beside it. `state_dict` (as gathered by
+        a distributed save) holds this module's keys: `lm.*` and `outcome_head.*`."""
+        lm_state = head_state = None
+        if state_dict is not None:
+            lm_state = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
+            head_state = {k[len("outcome_head."):]: v for k, v in state_dict.items() if k.startswith("outcome_head.")}
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        self.lm.save_pretrained(save_directory, state_dict=lm_state, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            self.outcome_head.save(save_directory, head_state)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs) -> LMWithOutcomeHead:
+        """The LM (`AutoModelForCausalLM.from_pretrained(directory, **kwargs)`) and its outcome head."""
+        lm = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        return cls(lm, OutcomeHead.load(directory).to(lm.device))
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors `save_pretrained` writes to model.safetensors (the LM's, under the LM's own names)."""
+        return self.lm.state_dict()
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Load the LM and head weights saved by `save_pretrained` into this model, in place."""
+        directory = Path(directory)
+        if (directory / "model.safetensors.index.json").is_file():
+            load_sharded_checkpoint(self.lm, str(directory), strict=False, prefer_safe=True)
+        else:
+            state = load_file(str(directory / "model.safetensors"), device=str(self.lm.device))
+            self.lm.load_state_dict(state, strict=False)  # tied weights are saved once, under one name
+        self.outcome_head.load_weights(directory)
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **options) -> None:
         """Checkpoint the LM's layers (`Trainer` calls this for `activation_checkpointing=True`); `options`

@@ -8,7 +8,7 @@ from transformers.configuration_utils import SubConfigSpec
 HEAD_TYPES = ("tied", "untied")
 
 # Settings that shape the saved weights: a checkpoint cannot be loaded with other values.
-STRUCTURAL_FIELDS = ("head_type", "num_q_heads")
+STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads")
 # Settings of decoding only: safe to override when loading.
 DECODING_FIELDS = ("beta", "advantage_clip", "guidance_top_k", "guidance_top_p")
 HEAD_FIELDS = STRUCTURAL_FIELDS + DECODING_FIELDS
@@ -25,6 +25,8 @@ class ILQLHeadsConfig(PreTrainedConfig):
         head_type: `"tied"` (Q = W_E g(h) + b, a few percent of the base parameters) or `"untied"`
             (an MLP h -> 2h -> V per head, as in the reference implementations).
         num_q_heads: number of online Q heads (2: clipped double Q).
+        target_heads: keep Polyak target copies of the Q heads (ILQL's TD learning needs them;
+            Monte-Carlo regression does not, and its models are built without them).
         beta: strength of guidance at decoding: `log pi_beta + beta * clip(min_k Q_k - V)`. `0` decodes
             exactly as the base model.
         advantage_clip: `c` in the clip above.
@@ -48,6 +50,7 @@ class ILQLHeadsConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     head_type: str = "tied"
     num_q_heads: int = 2
+    target_heads: bool = True
     beta: float = 4.0
     advantage_clip: float = 10.0
     guidance_top_k: int = 50
@@ -55,13 +58,20 @@ class ILQLHeadsConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.head_type not in HEAD_TYPES:
-            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}.")
-        if self.num_q_heads < 1:
-            raise ValueError(f"num_q_heads must be at least 1, got {self.num_q_heads}.")
-        if self.guidance_top_k < 0:
-            raise ValueError(f"guidance_top_k must be >= 0 (0 = full vocabulary), got {self.guidance_top_k}.")
-        if not 0.0 < self.guidance_top_p <= 1.0:
-            raise ValueError(f"guidance_top_p must be in (0, 1], got {self.guidance_top_p}.")
-        if self.advantage_clip <= 0:
-            raise ValueError(f"advantage_clip must be positive, got {self.advantage_clip}.")
+        check_head_settings({key: getattr(self, key) for key in HEAD_FIELDS}, where="ILQLHeadsConfig")
+
+
+def check_head_settings(settings: dict, where: str) -> None:
+    """Raise a `ValueError` naming `where` when one of the head settings given is out of range.
+
+    Only the keys present are checked, so a trainer config can check the settings it overrides."""
+    checks = {
+        "head_type": (lambda v: v in HEAD_TYPES, f"must be one of {HEAD_TYPES}"),
+        "num_q_heads": (lambda v: v >= 1, "must be at least 1"),
+        "guidance_top_k": (lambda v: v >= 0, "must be >= 0 (0 = full vocabulary)"),
+        "guidance_top_p": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+        "advantage_clip": (lambda v: v > 0, "must be positive"),
+    }
+    for key, value in settings.items():
+        if key in checks and value is not None and not checks[key][0](value):
+            raise ValueError(f"{where}: {key} {checks[key][1]}, got {value!r}.")

@@ -1,4 +1,4 @@
-"""Q and V heads that read the trunk's last hidden state (DESIGN §3).
+"""Q and V heads that read the trunk's last hidden state (docs/design.md, section 3: Heads).
 
 Every Q head answers two questions with one interface:
     head(hidden)                 -> Q(s, .) over the whole vocabulary      [..., V]
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses.vocab import ProjectedLogits
+from ..ops.vocab import ProjectedLogits
 
 
 def _mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:

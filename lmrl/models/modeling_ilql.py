@@ -1,6 +1,6 @@
 """`AutoModelForCausalLMWithILQLHeads`: any causal LM plus ILQL's Q, target-Q and V heads.
 
-At inference its logits are the guided policy's scores (DESIGN §3), so the stock `generate()` and
+At inference its logits are the guided policy's scores (docs/design.md, section 4: Decoding), so the stock `generate()` and
 `pipeline("text-generation")` decode with the learned values. In training (`action_mask` given) its
 forward returns what the ILQL losses need, computed inside `forward` so DDP/FSDP see every use of
 every parameter.
@@ -21,8 +21,8 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from ..compat import CACHE_KEY, output_cache, pop_cache
-from ..generation.guidance import guided_scores
-from ..losses.vocab import ProjectedLogits
+from ..ops.guidance import guided_scores
+from ..ops.vocab import ProjectedLogits
 from .adapters import (
     HUB_KWARGS,
     adapter_config_file,
@@ -70,7 +70,7 @@ class ILQLOutput(ModelOutput):
 
 
 class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
-    """A causal LM with two Q heads, their Polyak target copies and a V head (DESIGN §3).
+    """A causal LM with two Q heads, their Polyak target copies and a V head (docs/design.md, section 3: Heads).
 
     Example:
         ```python
@@ -112,13 +112,11 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self.q_heads = nn.ModuleList(
             make_q_head(config.head_type, hidden_size, vocab_size) for _ in range(config.num_q_heads)
         )
-        self.target_q_heads = copy.deepcopy(self.q_heads).requires_grad_(False)
+        self.target_q_heads = self._copy_of_q_heads() if config.target_heads else None
         self.v_head = ValueHead(hidden_size)
         dtype = next(pretrained_model.parameters()).dtype
         for module in (self.q_heads, self.v_head):
             module.to(dtype=dtype)
-        # Polyak steps of size alpha (0.005) round away in bf16/fp16: the targets are kept in fp32
-        self.target_q_heads.to(dtype=torch.float32)
         self._base_accepts_logits_to_keep = "logits_to_keep" in inspect.signature(
             _unwrap_peft(pretrained_model).forward  # a PEFT model passes its keyword arguments on
         ).parameters
@@ -126,6 +124,10 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self.post_init()
         if getattr(pretrained_model, "generation_config", None) is not None:
             self.generation_config = copy.deepcopy(pretrained_model.generation_config)
+
+    def _copy_of_q_heads(self) -> nn.ModuleList:
+        # Polyak steps of size alpha (0.005) round away in bf16/fp16: the targets are kept in fp32
+        return copy.deepcopy(self.q_heads).requires_grad_(False).to(dtype=torch.float32)
 
     # ---------------------------------------------------------------- construction and loading
     @classmethod
@@ -232,7 +234,23 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
                 module.mlp[-1].weight.zero_()
                 module.mlp[-1].bias.zero_()
                 module.bias.zero_()
-        self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+        self._sync_target_heads()
+
+    def _sync_target_heads(self) -> None:
+        if self.target_q_heads is not None:
+            self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+
+    def add_target_heads(self) -> None:
+        """Give a model built without target heads (e.g. trained by Monte-Carlo regression) Polyak target
+        copies of its current Q heads, as ILQL's TD learning needs (`config.target_heads` becomes True)."""
+        if self.target_q_heads is None:
+            self.target_q_heads = self._copy_of_q_heads()
+            self.config.target_heads = True
+
+    def remove_target_heads(self) -> None:
+        """Drop the target heads (Monte-Carlo regression has no use for them); `config.target_heads` becomes False."""
+        self.target_q_heads = None
+        self.config.target_heads = False
 
     @torch.no_grad()
     def start_heads_at(self, value: float) -> None:
@@ -246,12 +264,15 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             head.mlp[-1].weight.zero_()  # the output no longer depends on the state...
             head.mlp[-1].bias.zero_()
             (head.bias if isinstance(head, TiedQHead) else head.mlp[-1].bias).fill_(value)  # ...it is `value`
-        self.target_q_heads.load_state_dict(self.q_heads.state_dict())
+        self._sync_target_heads()
         self.heads_are_fresh = False
 
     @torch.no_grad()
     def update_target_heads(self, alpha: float) -> None:
         """Polyak step `Q^ <- (1 - alpha) Q^ + alpha Q` (element-wise, so it also works on shards)."""
+        if self.target_q_heads is None:
+            raise ValueError("This model was built without target heads (config.target_heads=False, as Monte-Carlo "
+                             "regression builds it); call model.add_target_heads() before TD learning.")
         polyak_update_(self.target_q_heads, self.q_heads, alpha)
 
     # ---------------------------------------------------------------- plumbing for generate()
@@ -361,8 +382,10 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         q_values = torch.stack(
             [head.scores(f, embedding, actions).squeeze(-1) for head, f in zip(self.q_heads, features)]
         )  # [K, B, T-1]
-        with torch.no_grad():
-            target_q_values = self._q(self.target_q_heads, states, actions).squeeze(-1)
+        target_q_values = None  # [K, B, T-1], without target heads (Monte-Carlo regression): None
+        if self.target_q_heads is not None:
+            with torch.no_grad():
+                target_q_values = self._q(self.target_q_heads, states, actions).squeeze(-1)
         q_logits = None
         if compute_q_logits:  # [N, V] per head, factored: the CQL loss computes it chunk by chunk
             q_logits = tuple(head.projected(f[steps], embedding) for head, f in zip(self.q_heads, features))

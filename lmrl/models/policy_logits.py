@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_utils import unwrap_model
 
-from ..losses.vocab import ProjectedLogits
+from ..ops.vocab import ProjectedLogits
 
 logger = logging.getLogger(__name__)
 

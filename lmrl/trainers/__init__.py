@@ -4,6 +4,7 @@ from .calm import CALMConfig, CALMTrainer
 from .chai import CHAIConfig, CHAITrainer
 from .ilql import ILQLConfig, ILQLTrainer, TargetUpdateCallback, ValueLearningConfig
 from .mc import MCConfig, MCTrainer
+from .value_heads import ValueHeadsTrainer
 
 __all__ = [
     "BCConfig",
@@ -19,6 +20,7 @@ __all__ = [
     "MCConfig",
     "MCTrainer",
     "TargetUpdateCallback",
+    "ValueHeadsTrainer",
     "ValueLearningConfig",
     "condition_on_return",
     "conditioned_messages",

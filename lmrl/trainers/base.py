@@ -134,7 +134,7 @@ def check_vocabulary(tokenizer, model: PreTrainedModel) -> None:
 
 
 class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
-    """A `Trainer` over episodes: tokenizes messages rows (DESIGN §2) once, pads them with
+    """A `Trainer` over episodes: tokenizes messages rows (docs/design.md, section 1: Data) once, pads them with
     [`EpisodeCollator`], and logs the per-term statistics its `compute_loss` records. Checkpoints are
     written atomically and checked before a resume (`checkpointing.py`); NaN/inf losses and gradients
     stop training or skip the step (`guards.py`).
@@ -177,7 +177,8 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         logger.info("trainable params: {trainable_parameters:,} || all params: {total_parameters:,} || "
                     "trainable: {trainable_fraction:.2%}".format(**self.parameter_counts))
         if data_collator is None:
-            data_collator = EpisodeCollator(padding)
+            data_collator = EpisodeCollator(padding, pad_values=dict(self.padded_columns),
+                                            scalar_columns=self.stacked_columns)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._policy_logits = PolicyLogits()
         super().__init__(
@@ -191,6 +192,11 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         )
         # our losses are means over action tokens; let Trainer scale them for gradient accumulation
         self.model_accepts_loss_kwargs = False
+
+    # columns an algorithm adds to the tokenized episodes, for the collator: token-level ones (with their
+    # pad value) and per-row numbers
+    padded_columns: dict[str, int | float] = {}
+    stacked_columns: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ hooks for subclasses
     def _load_model(self, model_id: str, args: LMRLConfig) -> PreTrainedModel:

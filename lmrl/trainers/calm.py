@@ -1,4 +1,5 @@
-"""CALM: context-aware language modelling for goal-directed dialogue (Snell et al., 2022), DESIGN §5.
+"""CALM: context-aware language modelling for goal-directed dialogue (Snell et al., 2022);
+see docs/design.md, sections 2 and 5.
 
 The LM is trained on the agent's turns conditioned on the rendered task context (as BC), plus:
 - an auxiliary outcome head (`lmrl.models.calm.OutcomeHead`) that attends over the context tokens
@@ -26,6 +27,7 @@ from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
 from ..models.calm import CALMOutput, LMWithOutcomeHead, OutcomeHead
 from .base import LMRLConfig, LMRLTrainer
+from .checkpointing import write_training_args
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class CALMTrainer(LMRLTrainer):
         ```
     """
 
+    padded_columns = {"context_mask": 0}  # which tokens are the task context
+    stacked_columns = ("outcome", "outcome_query")  # the outcome class, and where it is predicted from
+
     def _task(self, args: CALMConfig):
         if not args.outcome_task:
             return None
@@ -142,19 +147,32 @@ class CALMTrainer(LMRLTrainer):
         return model
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        if not isinstance(self.model, LMWithOutcomeHead):
+        """The LM as a plain causal LM, the outcome head beside it (`LMWithOutcomeHead.save_pretrained`),
+        the tokenizer and the training arguments."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, LMWithOutcomeHead):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        if state_dict is not None:  # the LM is saved as a plain causal LM; the head beside it
-            state_dict = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
-        self.model.lm.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
+        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
         if not self.args.should_save:
             return
-        self.model.outcome_head.save(output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        write_training_args(output_dir, self.args)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.model if model is None else model
+        if not isinstance(model, LMWithOutcomeHead):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model.load_checkpoint(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        if not isinstance(self.model, LMWithOutcomeHead):
+            return super()._load_best_model()
+        logger.info("Loading the best model from %s (score: %s).", self.state.best_model_checkpoint,
+                    self.state.best_metric)
+        self.model.load_checkpoint(self.state.best_model_checkpoint)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("outcome")

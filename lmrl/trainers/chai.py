@@ -1,5 +1,5 @@
 """CHAI: critic-guided decoding (Verma et al., 2022). Trains an utterance-level double-Q critic
-offline over candidate sets {data reply} U {K proposals of the proposal LM} (DESIGN §5).
+offline over candidate sets {data reply} U {K proposals of the proposal LM} (docs/design.md, sections 2 and 5).
 
 The proposal LM (the `model` the trainer is given, frozen) samples K replies for every state of
 the data once, embeds contexts and replies, and the result is cached on disk (safetensors + a JSON
@@ -24,7 +24,7 @@ from ..generation.propose import embed_contexts, embed_replies, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
 from .base import LMRLConfig, LMRLTrainer
-from .ilql import TargetUpdateCallback
+from .callbacks import TargetUpdateCallback
 
 logger = logging.getLogger(__name__)
 

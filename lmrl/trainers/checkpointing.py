@@ -118,7 +118,7 @@ def _saved_shapes(path: Path) -> dict[str, list[int]] | None:
 
 
 def _structure(config) -> dict:
-    fields = ("model_type", "head_type", "num_q_heads")
+    fields = ("model_type", "head_type", "num_q_heads", "target_heads")
     return {key: getattr(config, key) for key in fields if getattr(config, key, None) is not None}
 
 
@@ -131,7 +131,8 @@ def check_matches_model(path: str | Path, model: torch.nn.Module) -> None:
     saved = _saved_shapes(path)
     if saved is None:
         return
-    state = model.state_dict()
+    # a model that saves itself in another layout (CALM's LM + head) says what its weights file holds
+    state = model.checkpoint_state_dict() if hasattr(model, "checkpoint_state_dict") else model.state_dict()
     pointers = {tensor.data_ptr() for key, tensor in state.items() if key in saved}
     problems = []
     for key, tensor in state.items():
@@ -153,8 +154,13 @@ def check_matches_model(path: str | Path, model: torch.nn.Module) -> None:
         settings = f" The checkpoint was written with {', '.join(differ)}." if differ else ""
     raise ValueError(
         f"{path} does not match the model being trained: {detail}.{settings} Resume with the model, "
-        "head_type and num_q_heads of the run that wrote it, or train into a new output_dir."
+        "head_type, num_q_heads and algorithm of the run that wrote it, or train into a new output_dir."
     )
+
+
+def write_training_args(output_dir: str | Path, args) -> None:
+    """`training_args.json` beside a saved model: the arguments in a form that loads without unpickling."""
+    Path(output_dir, TRAINING_ARGS_JSON).write_text(args.to_json_string())
 
 
 def _fsync_tree(folder: str) -> None:
@@ -214,7 +220,7 @@ class SafeCheckpointMixin:
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            Path(output_dir or self.args.output_dir, TRAINING_ARGS_JSON).write_text(self.args.to_json_string())
+            write_training_args(output_dir or self.args.output_dir, self.args)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         if resume_from_checkpoint is True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..losses.ilql import mc_loss
-from .ilql import ILQLTrainer, ValueLearningConfig
+from .value_heads import ValueHeadsTrainer, ValueLearningConfig
 
 
 @dataclass
@@ -19,9 +19,10 @@ class MCConfig(ValueLearningConfig):
     """
 
 
-class MCTrainer(ILQLTrainer):
+class MCTrainer(ValueHeadsTrainer):
     """Regresses Q_k(s, a) and V(s) to Monte-Carlo returns-to-go, with the same CQL and BC terms as
-    ILQL; decodes with the same guided `generate()`. There are no target heads to update."""
+    ILQL; decodes with the same guided `generate()`. Its models have no target heads (nothing
+    bootstraps): fresh ones are built without them, and a given model's are dropped."""
 
     uses_target_heads = False
 

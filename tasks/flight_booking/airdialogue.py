@@ -4,7 +4,7 @@ as lmrl training rows, from the agent's point of view.
 AirDialogue comes as two JSON-lines files aligned line by line: a data file (`train_data.json`:
 `intent`, `action`, `expected_action`, `dialogue`, `timestamps`) and a kb file (`train_kb.json`:
 `kb`, the flight table, and `reservation`). Line N of the data file and line N of the kb file make
-one row (DESIGN format):
+one row (the row format of docs/design.md, section 1):
 
     {"messages": [{"role": "system", "content": <flight table and reservation>},
                   {"role": "user", "content": <customer's turn>},

@@ -1,7 +1,7 @@
 """Load the CraigslistBargain corpus (He et al. 2018, stanfordnlp/cocoa; used by CHAI, Verma et al.
 2022) as lmrl training rows, from the seller's point of view.
 
-Each dialogue becomes one row (DESIGN format):
+Each dialogue becomes one row (the row format of docs/design.md, section 1):
 
     {"messages": [{"role": "system", "content": <listing prompt>},
                   {"role": "user", "content": <buyer's turn>},

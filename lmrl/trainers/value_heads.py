@@ -1,0 +1,172 @@
+"""What the trainers that learn Q and V heads share (ILQL, Monte-Carlo regression): their settings and
+how they get an [`AutoModelForCausalLMWithILQLHeads`] to train.
+
+Who owns which setting: the head and decoding settings (`head_type`, `beta`, `advantage_clip`,
+`guidance_top_k`, `guidance_top_p`) belong to the model's config, which is saved with it and used by
+`generate()`. The trainer config's fields for them default to `None`, which keeps the model's; a
+value set there overrides the model's (and says so in the log). A model given as an id or path gets
+them at loading, as TRL passes `model_init_kwargs`. `head_type` shapes the weights: asking for
+another head type than a given model has is an error, never a silent rebuild.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedModel
+
+from ..models import AutoModelForCausalLMWithILQLHeads
+from ..models.configuration import DECODING_FIELDS, STRUCTURAL_FIELDS, check_head_settings
+from .base import LMRLConfig, LMRLTrainer
+
+logger = logging.getLogger(__name__)
+
+HEAD_SETTINGS = ("head_type", *DECODING_FIELDS)  # the model-owned settings a trainer config can override
+
+
+@dataclass
+class ValueLearningConfig(LMRLConfig):
+    """Settings shared by the trainers that learn Q and V heads (ILQL, Monte-Carlo regression).
+
+    Parameters that control the model (owned by the model's config; `None` keeps the model's, a value
+    overrides it and is logged; for a fresh model, `None` means `ILQLHeadsConfig`'s default):
+        head_type: `"tied"` Q heads (a few % of the base parameters) or `"untied"` vocabulary heads.
+            Fresh heads only: a model that already has heads of the other type is refused.
+        beta, advantage_clip, guidance_top_k, guidance_top_p: decoding settings saved with the model
+            (defaults 4.0, 10.0, 50, 1.0).
+    Parameters that control the training:
+        gamma: discount per action token. reward_scale: rewards are multiplied by it for value learning.
+        cql_weight: weight of the conservative (CQL) term; its pull does not shrink with the rewards,
+            so lower it together with reward_scale.
+        bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
+            behaviour policy pi_beta, which guided decoding reweights.
+        pessimistic_init: fresh Q and V heads start at the lowest episode return in the data.
+
+    Example:
+        ```python
+        >>> args = ValueLearningConfig(output_dir="out", beta=8.0)  # overrides the model's beta
+        >>> args.head_kwargs()
+        {'beta': 8.0}
+        ```
+    """
+
+    gamma: float = field(default=0.99, metadata={"help": "Discount factor per action token."})
+    reward_scale: float = field(
+        default=1.0,
+        metadata={"help": "Multiply rewards by this before learning values. Keeps the TD loss on the scale of "
+                  "the LM loss they share a trunk with (e.g. 0.1 for -1-per-step tasks); beta then acts on "
+                  "the scaled values."},
+    )
+    cql_weight: float = field(default=0.1, metadata={"help": "Weight of the CQL term (ILQL paper: 0.1)."})
+    bc_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the LM cross-entropy on actions (learns pi_beta)."}
+    )
+    head_type: str | None = field(
+        default=None,
+        metadata={"help": "'tied' or 'untied' Q heads, for fresh heads. None: the model's ('tied' when fresh)."},
+    )
+    beta: float | None = field(
+        default=None,
+        metadata={"help": "Guidance strength at decoding, saved with the model. None: the model's (4.0 when fresh)."},
+    )
+    advantage_clip: float | None = field(
+        default=None,
+        metadata={"help": "Clip of the advantage in guided decoding. None: the model's (10.0 when fresh)."},
+    )
+    guidance_top_k: int | None = field(
+        default=None,
+        metadata={"help": "Guide only the base policy's top-k tokens (0 = full vocabulary). None: the model's "
+                  "(50 when fresh)."},
+    )
+    pessimistic_init: bool = field(
+        default=True,
+        metadata={"help": "Start fresh Q and V heads at the lowest episode return in the data (if below 0), so "
+                  "tokens the data never takes are not valued above the ones it does."},
+    )
+    guidance_top_p: float | None = field(
+        default=None,
+        metadata={"help": "Nucleus filter of the base policy inside the top-k (1.0 keeps all). None: the model's "
+                  "(1.0 when fresh)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_head_settings(self.head_kwargs(), where=type(self).__name__)
+
+    def head_kwargs(self) -> dict:
+        """The head and decoding settings this config sets (those left at `None` are not included)."""
+        return {key: getattr(self, key) for key in HEAD_SETTINGS if getattr(self, key) is not None}
+
+
+def apply_head_settings(
+    model: AutoModelForCausalLMWithILQLHeads, settings: dict, where: str
+) -> AutoModelForCausalLMWithILQLHeads:
+    """Set the decoding `settings` on `model.config`, logging each value that changes; refuse a
+    structural setting (`head_type`) that differs from the model's."""
+    for key, value in settings.items():
+        current = getattr(model.config, key)
+        if current == value:
+            continue
+        if key in STRUCTURAL_FIELDS:
+            raise ValueError(
+                f"{where} asks for {key}={value!r}, but the model given already has {key}={current!r} heads "
+                f"(their weights are shaped that way). Leave {key} unset (None) to train the model's heads, "
+                f"or pass the plain causal LM to start fresh {value!r} heads."
+            )
+        logger.info("%s sets %s=%r; the model had %r. The new value is saved with the model.", where, key, value,
+                    current)
+        setattr(model.config, key, value)
+    return model
+
+
+class ValueHeadsTrainer(LMRLTrainer):
+    """Base of [`ILQLTrainer`] and [`MCTrainer`]: trains an [`AutoModelForCausalLMWithILQLHeads`].
+
+    `model` may be that model (its heads and settings are kept, except the settings `args` sets), a
+    plain causal LM (fresh heads are added, built with the settings `args` sets) or an id/path of
+    either. Subclasses write `compute_loss`.
+    """
+
+    uses_target_heads = True  # whether the algorithm learns by TD against Polyak target Q heads
+
+    def _load_model(self, model_id: str, args: ValueLearningConfig) -> PreTrainedModel:
+        structural = {k: v for k, v in args.head_kwargs().items() if k in STRUCTURAL_FIELDS}
+        return AutoModelForCausalLMWithILQLHeads.from_pretrained(model_id, **structural, **args.load_kwargs())
+
+    def _prepare_model(self, model, args: ValueLearningConfig):
+        where = type(args).__name__
+        if not isinstance(model, AutoModelForCausalLMWithILQLHeads):  # a plain causal LM: fresh heads
+            return AutoModelForCausalLMWithILQLHeads.from_causal_lm(
+                model, target_heads=self.uses_target_heads, **args.head_kwargs())
+        model = apply_head_settings(model, args.head_kwargs(), where)  # keep its heads and its settings
+        if self.uses_target_heads and model.target_q_heads is None:
+            logger.info("%s: the model has no target heads (trained by Monte-Carlo regression?); they start as "
+                        "copies of its Q heads.", type(self).__name__)
+            model.add_target_heads()
+        elif not self.uses_target_heads and model.target_q_heads is not None:
+            logger.info("%s: target heads are not used by this algorithm; they are dropped from the model.",
+                        type(self).__name__)
+            model.remove_target_heads()
+        return model
+
+    def _apply_peft(self, model, peft_config):
+        return model.add_peft_adapter(peft_config)  # the trunk only: the heads stay plain modules
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.model if model is None else model
+        if not model.has_peft_adapter:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model.load_adapter_checkpoint(resume_from_checkpoint)
+
+    def _initialize_from_data(self, model, train_dataset, args) -> None:
+        if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
+            model.start_heads_at(min(0.0, min(train_dataset["returns"])) * args.reward_scale)
+
+    def model_inputs(self, inputs: dict) -> dict:
+        return {
+            **super().model_inputs(inputs),
+            "action_mask": inputs["action_mask"],
+            "compute_q_logits": self.args.cql_weight > 0,
+            "full_logits": self.args.loss_chunk_size == 0,
+        }
