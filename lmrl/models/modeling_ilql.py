@@ -194,6 +194,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             raise ValueError("The trunk already has a PEFT adapter. Train it as it is (load it with "
                              "is_trainable=True), or merge it first with merge_and_unload().")
         self.pretrained_model = get_peft_model(self.pretrained_model, peft_config)
+        self.tie_weights()  # the trunk's tied weights now live under new names
         return self
 
     def load_adapter_checkpoint(self, directory: str) -> None:
@@ -208,7 +209,17 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         if not self.has_peft_adapter:
             raise ValueError("The trunk has no PEFT adapter to merge.")
         self.pretrained_model = self.pretrained_model.merge_and_unload()
+        self.tie_weights()
         return self
+
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """Tie the trunk's weights (e.g. a tied LM head to the input embedding) under their real names.
+
+        `post_init` records the trunk's tied weights as `pretrained_model.` + the LM's own names
+        (`lm_head.weight` -> `model.embed_tokens.weight`), but a PEFT trunk holds the LM at
+        `pretrained_model.base_model.model`: the map is rebuilt from the module tree instead."""
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        super().tie_weights(missing_keys, recompute_mapping=False)
 
     def _init_weights(self, module):
         if isinstance(module, (TiedQHead, UntiedQHead, ValueHead)):

@@ -24,6 +24,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from ..data import load_episodes, prepare_dataset
 from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
+from ..models.adapters import is_peft_model
 from ..models.calm import CALMOutput, LMWithOutcomeHead, OutcomeHead
 from .base import LMRLConfig, LMRLTrainer
 
@@ -155,6 +156,21 @@ class CALMTrainer(LMRLTrainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.model if model is None else model
+        if not (isinstance(model, LMWithOutcomeHead) and is_peft_model(model.lm)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model.lm.load_adapter(resume_from_checkpoint, model.lm.active_adapter, is_trainable=True)
+        saved = OutcomeHead.load(resume_from_checkpoint)  # the head is saved beside the adapter, in full
+        head = model.outcome_head
+        if (saved.hidden_size, saved.num_outcomes) != (head.hidden_size, head.num_outcomes):
+            raise ValueError(
+                f"{resume_from_checkpoint}: its outcome head has {saved.num_outcomes} outcomes of width "
+                f"{saved.hidden_size}, the model being trained {head.num_outcomes} of width {head.hidden_size}. "
+                "Resume with the base model and data of the run that wrote it, or train into a new output_dir."
+            )
+        head.load_state_dict(saved.state_dict())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("outcome")
