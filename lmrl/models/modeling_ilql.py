@@ -32,11 +32,12 @@ from .adapters import (
     save_adapter_checkpoint,
 )
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
+from .gguf import drop_gguf_quantization
 from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .policy_logits import PolicyLogits
 
-# keyword arguments of `from_pretrained` that locate a config on disk or on the hub
-_HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code")
+# keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
+_HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code", "gguf_file")
 
 
 @dataclass
@@ -81,7 +82,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         >>> out = model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False)
         ```
     `from_pretrained` accepts a hub id or local path of a plain causal LM (heads are added fresh),
-    a directory saved by this class (heads, targets and settings are restored), or a model object.
+    a directory saved by this class (heads, targets and settings are restored), or a model object;
+    `gguf_file="model.gguf"` reads the LM from a GGUF file in that folder (dequantized to float).
 
     PEFT: `add_peft_adapter(LoraConfig(...))` adapts the trunk only; the heads stay plain, fully
     trainable modules. `save_pretrained` then writes the adapter (PEFT's format, naming the base model)
@@ -131,6 +133,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     @classmethod
     def from_causal_lm(cls, model: PreTrainedModel, **head_kwargs) -> AutoModelForCausalLMWithILQLHeads:
         """Wrap an already-built causal LM; heads start fresh (tied Q heads start at zero)."""
+        model = drop_gguf_quantization(model)  # loaded from a GGUF file: float weights, saved as such
         # The base config is shared, not copied; pass its attention backend so that building the
         # wrapper config does not reset it.
         config = ILQLHeadsConfig(
