@@ -187,6 +187,10 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
     if script.gguf_file and script.model_name_or_path is None:
         raise ValueError(f"{source}: 'gguf_file' names a file inside 'model_name_or_path'; give that folder too.")
+    if script.gguf_file and script.use_peft:
+        from .trainers.base import GGUF_WITH_PEFT
+
+        raise ValueError(f"{source}: 'gguf_file' with 'use_peft': {GGUF_WITH_PEFT}")
     return script, config
 
 

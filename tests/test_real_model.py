@@ -128,3 +128,25 @@ def test_lora_ilql_trains_saves_reloads_and_decodes_through_the_pipeline_with_th
         merged = loaded.merge_and_unload()
         assert not merged.has_peft_adapter
         torch.testing.assert_close(merged(ids).logits, adapted, atol=1e-5, rtol=0)
+
+
+def test_a_recipe_trains_from_the_gguf_file_itself_and_saves_the_weights_it_read(smollm2, tmp_path):
+    """`gguf_file` in a recipe: model and tokenizer read from the GGUF file (dequantized), trained in full
+    (learning rate 0 here, so the saved trunk must be exactly what was read: the converted checkpoint)."""
+    from lmrl.cli import build_trainer, parse_recipe
+
+    gguf = gguf_path("smollm2")
+    data = tmp_path / "doors.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in door_rows(2)))
+    script, config = parse_recipe({
+        "algorithm": "ilql", "dataset": str(data), "model_name_or_path": str(gguf.parent), "gguf_file": gguf.name,
+        "output_dir": str(tmp_path / "ilql"), "max_steps": 1, "per_device_train_batch_size": 2,
+        "learning_rate": 0.0, "report_to": "none", "save_strategy": "no", "disable_tqdm": True,
+    })
+    trainer = build_trainer(script, config)
+    assert trainer.processing_class.chat_template == AutoTokenizer.from_pretrained(smollm2).chat_template
+    trainer.train()
+    trainer.save_model()
+    saved = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "ilql").pretrained_model.state_dict()
+    for key, value in AutoModelForCausalLM.from_pretrained(smollm2).state_dict().items():
+        assert torch.equal(saved[key], value), key

@@ -117,6 +117,13 @@ class LMRLConfig(TrainingArguments):
         return {**kwargs, "trust_remote_code": self.trust_remote_code}
 
 
+GGUF_WITH_PEFT = (
+    "peft_config on a model read from a GGUF file: the adapter checkpoint would name the GGUF's folder as its "
+    "base, which does not load without gguf_file. Convert the GGUF file once to a plain checkpoint "
+    "(lmrl.models.gguf.convert_gguf, or `lmrl fetch-model` for the models it knows) and train from that folder."
+)
+
+
 def launched_on_cpu_only() -> bool:
     """True when torchrun / accelerate launch started several processes on a machine without an
     accelerator (GPU, MPS, XPU...)."""
@@ -165,17 +172,13 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
             if not isinstance(model, str):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")
             processing_class = load_tokenizer(model, args.trust_remote_code, args.load_kwargs().get("gguf_file"))
+        gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
+        if peft_config is not None and (gguf_file or is_gguf_model(model)):
+            raise ValueError(GGUF_WITH_PEFT)
         if isinstance(model, str):
-            if os.path.isdir(model) and not args.load_kwargs().get("gguf_file"):
+            if os.path.isdir(model) and not gguf_file:
                 require_safetensors(model)
             model = self._load_model(model, args)
-        if peft_config is not None and (is_gguf_model(model) or args.load_kwargs().get("gguf_file")):
-            raise ValueError(
-                "peft_config on a model read from a GGUF file: the adapter checkpoint would name the GGUF's folder "
-                "as its base, which does not load without gguf_file. Convert the GGUF file once to a plain "
-                "checkpoint (lmrl.models.gguf.convert_gguf, or `lmrl fetch-model` for the models it knows) and "
-                "train from that folder."
-            )
         model = self._prepare_model(drop_gguf_quantization(model), args)
         if peft_config is not None:
             model = self._apply_peft(model, peft_config)
