@@ -109,8 +109,11 @@ def get_peft_config(script: ScriptArguments):
         return None
     from peft import LoraConfig
 
+    targets = script.lora_target_modules
+    if targets == ["all-linear"]:  # PEFT takes this one as a string, not as a module name
+        targets = "all-linear"
     return LoraConfig(task_type="CAUSAL_LM", r=script.lora_r, lora_alpha=script.lora_alpha,
-                      lora_dropout=script.lora_dropout, target_modules=script.lora_target_modules)
+                      lora_dropout=script.lora_dropout, target_modules=targets)
 
 
 def _yaml(text: str, where: str):
