@@ -168,11 +168,11 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         peft_config=None,
         **kwargs,
     ):
+        gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
         if processing_class is None:
             if not isinstance(model, str):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")
-            processing_class = load_tokenizer(model, args.trust_remote_code, args.load_kwargs().get("gguf_file"))
-        gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
+            processing_class = load_tokenizer(model, args.trust_remote_code, gguf_file)
         if peft_config is not None and (gguf_file or is_gguf_model(model)):
             raise ValueError(GGUF_WITH_PEFT)
         if isinstance(model, str):
