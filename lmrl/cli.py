@@ -171,6 +171,10 @@ def _renamed_fields(recipe: dict, source: str) -> dict:
     return recipe
 
 
+# recipe fields that hold local paths, where a leading ~ means the home folder
+PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_or_path", "proposal_model")
+
+
 def parse_recipe(recipe: dict, source: str = "recipe"):
     """Split a recipe dict into (ScriptArguments, the algorithm's config)."""
     algorithm = recipe.get("algorithm")
@@ -186,6 +190,10 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
             f"Valid fields: {', '.join(sorted(valid))}."
         )
     script, config = HfArgumentParser((ScriptArguments, config_class)).parse_dict(recipe)
+    for name in PATH_FIELDS:  # e.g. model_name_or_path: ~/.cache/lmrl/models/smollm2 (lmrl fetch-model)
+        value = getattr(script, name)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(script, name, str(Path(value).expanduser()))
     if (script.model_name_or_path is None) == (script.tiny_model is None):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
     if script.gguf_file and script.model_name_or_path is None:
