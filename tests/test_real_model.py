@@ -83,6 +83,17 @@ def test_chat_action_masks_cover_exactly_each_reply_and_its_end_of_turn_token(to
     assert [r for r in row["rewards"] if r] == [1.0]
 
 
+def test_a_reply_that_opens_the_conversation_acts_after_the_default_system_message(tokenizer):
+    messages = [{"role": "assistant", "content": "Hello, how can I help?"}, {"role": "user", "content": "Bye."}]
+    row = prepare_dataset([{"messages": messages}], tokenizer, max_length=None)[0]
+    assert row["input_ids"] == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    start = row["action_mask"].index(1)
+    assert tokenizer.decode(row["input_ids"][:start]).endswith("trained by Hugging Face<|im_end|>\n<|im_start|>assistant\n")
+    assert encode_prompt(tokenizer, []) == row["input_ids"][:start]
+    assert tokenizer.decode([i for i, a in zip(row["input_ids"], row["action_mask"]) if a]) == \
+        "Hello, how can I help?<|im_end|>"
+
+
 def test_lora_ilql_trains_saves_reloads_and_decodes_through_the_pipeline_with_the_same_scores(
     smollm2, tokenizer, tmp_path
 ):
