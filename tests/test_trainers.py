@@ -116,13 +116,17 @@ def test_monte_carlo_models_hold_no_target_heads_and_ilql_gives_them_back(tokeni
     assert again.model.target_q_heads is None
 
 
-@pytest.mark.parametrize(("architecture", "chat_template"),
-                         [("gpt2", False), ("llama", False), ("qwen2", True), ("gpt_neox", True)])
-def test_ilql_trains_saves_loads_and_generates_on_each_architecture(request, tmp_path, architecture, chat_template):
+@pytest.mark.parametrize(("architecture", "chat_template", "tied"),
+                         [("gpt2", False, True), ("llama", False, False), ("qwen2", True, False), ("gpt_neox", True, False),
+                          ("llama", True, True), ("qwen2", False, True)])  # tied: the output layer is the embedding
+def test_ilql_trains_saves_loads_and_generates_on_each_architecture(request, tmp_path, architecture, chat_template,
+                                                                     tied):
     tokenizer = request.getfixturevalue("chat_tokenizer" if chat_template else "tokenizer")
     set_seed(0)
     args = _args(ILQLConfig, tmp_path, architecture, num_train_epochs=1, max_steps=3, logging_steps=1)
-    trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer, architecture), args=args,
+    base = tiny_causal_lm(tokenizer, architecture, tie_word_embeddings=tied)
+    assert (base.get_output_embeddings().weight is base.get_input_embeddings().weight) == tied
+    trainer = ILQLTrainer(model=base, args=args,
                           train_dataset=bandit_rows(48), processing_class=tokenizer)
     row = trainer.train_dataset[1]  # " red", rendered through the chat template when the tokenizer has one
     actions = [i for i, a in zip(row["input_ids"], row["action_mask"]) if a]

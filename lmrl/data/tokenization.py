@@ -64,20 +64,27 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+_REPLY = "\x00lmrl-reply\x00"  # stands for a reply's text; no template writes it
+
+
 def _opening_header(tokenizer) -> str:
-    """What the chat template renders before a reply that opens the conversation (`apply_chat_template`
-    refuses an empty conversation, so the template is rendered directly)."""
+    """What the chat template renders before a reply that opens the conversation: the text before
+    that reply in a conversation of that reply alone (a template may add a default system message
+    there, as SmolLM2's does; `apply_chat_template` refuses an empty conversation, so the template is
+    rendered directly)."""
     try:
         rendered, _ = render_jinja_template(
-            conversations=[[]], chat_template=tokenizer.get_chat_template(), add_generation_prompt=True,
+            conversations=[[{"role": "assistant", "content": _REPLY}]], chat_template=tokenizer.get_chat_template(),
             **tokenizer.special_tokens_map,
         )
-    except Exception as err:  # e.g. a template that reads messages[0]
+        if _REPLY not in rendered[0]:
+            raise ValueError("the reply's text is not in the rendered conversation")
+    except Exception as err:  # e.g. a template that requires a user message first
         raise ValueError(
             "The tokenizer's chat template cannot render a conversation that opens with an assistant message "
             f"({type(err).__name__}: {err}). Put a user or system message first in such rows."
         ) from err
-    return rendered[0]
+    return rendered[0][: rendered[0].index(_REPLY)]
 
 
 def _render(tokenizer, turns: list[Turn], add_generation_prompt: bool = False) -> str:

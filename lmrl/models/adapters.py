@@ -98,6 +98,12 @@ def from_adapter_checkpoint(cls, source, adapter_config: str, **kwargs):
             f"{adapter_config} names no base model (base_model_name_or_path is empty: the adapter was trained on a "
             "model built in memory). Save the base model, put its path in base_model_name_or_path, and load again."
         )
+    if os.path.isdir(base_id) and not os.path.isfile(os.path.join(base_id, "config.json")):
+        raise ValueError(
+            f"{adapter_config} names {base_id} as its base model, which holds no config.json (a folder of GGUF "
+            "files?). Convert the base once to a plain checkpoint (lmrl.models.gguf.convert_gguf), put that folder "
+            "in base_model_name_or_path, and load again."
+        )
     base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config")}
     base = AutoModelForCausalLM.from_pretrained(base_id, **base_kwargs)
     trunk = PeftModel.from_pretrained(base, str(source), is_trainable=is_trainable, **hub)

@@ -21,6 +21,7 @@ from transformers.trainer_utils import load_sharded_checkpoint
 from transformers.utils import ModelOutput
 
 from ..compat import enable_activation_checkpointing
+from .adapters import is_peft_model
 from .policy_logits import PolicyLogits
 
 HEAD_WEIGHTS = "outcome_head.safetensors"
@@ -161,9 +162,11 @@ class LMWithOutcomeHead(nn.Module):
         return self.lm.state_dict()
 
     def load_checkpoint(self, directory: str | Path) -> None:
-        """Load the LM and head weights saved by `save_pretrained` into this model, in place."""
+        """Load the LM (or its adapter) and head weights saved by `save_pretrained` into this model, in place."""
         directory = Path(directory)
-        if (directory / "model.safetensors.index.json").is_file():
+        if is_peft_model(self.lm):  # an adapter checkpoint: the adapter, the head beside it in full
+            self.lm.load_adapter(str(directory), self.lm.active_adapter, is_trainable=True)
+        elif (directory / "model.safetensors.index.json").is_file():
             load_sharded_checkpoint(self.lm, str(directory), strict=False, prefer_safe=True)
         else:
             state = load_file(str(directory / "model.safetensors"), device=str(self.lm.device))

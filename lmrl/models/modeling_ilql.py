@@ -32,11 +32,12 @@ from .adapters import (
     save_adapter_checkpoint,
 )
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
+from .gguf import drop_gguf_quantization
 from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .policy_logits import PolicyLogits
 
-# keyword arguments of `from_pretrained` that locate a config on disk or on the hub
-_HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code")
+# keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
+_HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code", "gguf_file")
 
 
 @dataclass
@@ -81,7 +82,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         >>> out = model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False)
         ```
     `from_pretrained` accepts a hub id or local path of a plain causal LM (heads are added fresh),
-    a directory saved by this class (heads, targets and settings are restored), or a model object.
+    a directory saved by this class (heads, targets and settings are restored), or a model object;
+    `gguf_file="model.gguf"` reads the LM from a GGUF file in that folder (dequantized to float).
 
     PEFT: `add_peft_adapter(LoraConfig(...))` adapts the trunk only; the heads stay plain, fully
     trainable modules. `save_pretrained` then writes the adapter (PEFT's format, naming the base model)
@@ -133,6 +135,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     @classmethod
     def from_causal_lm(cls, model: PreTrainedModel, **head_kwargs) -> AutoModelForCausalLMWithILQLHeads:
         """Wrap an already-built causal LM; heads start fresh (tied Q heads start at zero)."""
+        model = drop_gguf_quantization(model)  # loaded from a GGUF file: float weights, saved as such
         # The base config is shared, not copied; pass its attention backend so that building the
         # wrapper config does not reset it.
         config = ILQLHeadsConfig(
@@ -196,6 +199,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             raise ValueError("The trunk already has a PEFT adapter. Train it as it is (load it with "
                              "is_trainable=True), or merge it first with merge_and_unload().")
         self.pretrained_model = get_peft_model(self.pretrained_model, peft_config)
+        self.tie_weights()  # the trunk's tied weights now live under new names
         return self
 
     def load_adapter_checkpoint(self, directory: str) -> None:
@@ -210,7 +214,17 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         if not self.has_peft_adapter:
             raise ValueError("The trunk has no PEFT adapter to merge.")
         self.pretrained_model = self.pretrained_model.merge_and_unload()
+        self.tie_weights()
         return self
+
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """Tie the trunk's weights (e.g. a tied LM head to the input embedding) under their real names.
+
+        `post_init` records the trunk's tied weights as `pretrained_model.` + the LM's own names
+        (`lm_head.weight` -> `model.embed_tokens.weight`), but a PEFT trunk holds the LM at
+        `pretrained_model.base_model.model`: the map is rebuilt from the module tree instead."""
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        super().tie_weights(missing_keys, recompute_mapping=False)
 
     def _init_weights(self, module):
         if isinstance(module, (TiedQHead, UntiedQHead, ValueHead)):

@@ -15,6 +15,7 @@ from ..data import EpisodeCollator, prepare_dataset
 from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
 from ..models.adapters import is_peft_model, trainable_parameters
+from ..models.gguf import drop_gguf_quantization, is_gguf_model
 from ..models.policy_logits import PolicyLogits
 from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
@@ -110,7 +111,17 @@ class LMRLConfig(TrainingArguments):
     def load_kwargs(self) -> dict:
         """`from_pretrained` keyword arguments for a model given as a string: `model_init_kwargs`, with
         weights from safetensors only and remote code off unless asked for."""
-        return {"use_safetensors": True, **(self.model_init_kwargs or {}), "trust_remote_code": self.trust_remote_code}
+        kwargs = dict(self.model_init_kwargs or {})
+        if not kwargs.get("gguf_file"):  # a GGUF file is plain tensors too
+            kwargs.setdefault("use_safetensors", True)
+        return {**kwargs, "trust_remote_code": self.trust_remote_code}
+
+
+GGUF_WITH_PEFT = (
+    "peft_config on a model read from a GGUF file: the adapter checkpoint would name the GGUF's folder as its "
+    "base, which does not load without gguf_file. Convert the GGUF file once to a plain checkpoint "
+    "(lmrl.models.gguf.convert_gguf, or `lmrl fetch-model` for the models it knows) and train from that folder."
+)
 
 
 def launched_on_cpu_only() -> bool:
@@ -119,8 +130,9 @@ def launched_on_cpu_only() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 
-def load_tokenizer(model_id: str, trust_remote_code: bool = False):
-    return AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+def load_tokenizer(model_id: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    gguf = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code, **gguf)
 
 
 def check_vocabulary(tokenizer, model: PreTrainedModel) -> None:
@@ -156,15 +168,18 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         peft_config=None,
         **kwargs,
     ):
+        gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
         if processing_class is None:
             if not isinstance(model, str):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")
-            processing_class = load_tokenizer(model, args.trust_remote_code)
+            processing_class = load_tokenizer(model, args.trust_remote_code, gguf_file)
+        if peft_config is not None and (gguf_file or is_gguf_model(model)):
+            raise ValueError(GGUF_WITH_PEFT)
         if isinstance(model, str):
-            if os.path.isdir(model):
+            if os.path.isdir(model) and not gguf_file:
                 require_safetensors(model)
             model = self._load_model(model, args)
-        model = self._prepare_model(model, args)
+        model = self._prepare_model(drop_gguf_quantization(model), args)
         if peft_config is not None:
             model = self._apply_peft(model, peft_config)
         check_vocabulary(processing_class, model)
