@@ -17,6 +17,8 @@ from lmrl import AutoModelForCausalLMWithILQLHeads, ILQLConfig, ILQLTrainer, enc
 from lmrl.data import prepare_dataset
 from lmrl.fetch import MARKER, FetchError, fetch_model, gguf_path
 
+pytestmark = pytest.mark.slow  # about 2 minutes (3 on a first run): left out of CI's latest and floor jobs
+
 QUESTION = [{"role": "user", "content": "Which door?"}]
 DOORS = {"Red.": 0.0, "Blue.": 1.0, "Green.": 0.0}  # a 3-answer chat bandit: the rare answer is rewarded
 
