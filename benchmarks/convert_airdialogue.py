@@ -95,9 +95,16 @@ print(json.dumps(summary))
 TRAIN_READ = """
 import json, resource, sys, time
 from itertools import islice
+import pyarrow.compute as pc
 from pathlib import Path
 from lmrl.data import load_episodes, prepare_dataset
 from lmrl.tiny import episode_texts, train_tokenizer
+def rss_now():  # resident memory now: anonymous (the process's own) and file-backed (mapped Arrow files)
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return {}
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return {f"{key.lower()}_mib": int(fields[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile") if key in fields}
 rows, num_proc, cache = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 with rows.open() as handle:
     sample = [json.loads(line) for line in islice(handle, 200)]
@@ -108,8 +115,9 @@ loaded = time.perf_counter() - start
 tokenized = prepare_dataset(dataset, tokenizer, max_length=4096, num_proc=num_proc if num_proc > 1 else None)
 print(json.dumps({"rows": len(tokenized), "num_proc": num_proc, "load_s": loaded,
                   "tokenize_s": time.perf_counter() - start - loaded,
-                  "tokens": sum(len(ids) for ids in tokenized["input_ids"]),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "tokens": pc.sum(pc.list_value_length(tokenized.data.column("input_ids"))).as_py(),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  **rss_now()}))
 """
 
 
@@ -160,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 summary["wall_s"] = time.perf_counter() - start
                 results["train_read"].append(summary)
                 print(f"train read {rows:>7} rows, num_proc {num_proc}: load {summary['load_s']:.1f} s, tokenize "
-                      f"{summary['tokenize_s']:.1f} s, peak RSS {summary['peak_rss_mib']:.1f} MiB (main process)",
+                      f"{summary['tokenize_s']:.1f} s, peak RSS {summary['peak_rss_mib']:.1f} MiB (main process; at the "
+                      f"end {summary.get('rssanon_mib', 0):.1f} MiB anonymous, {summary.get('rssfile_mib', 0):.1f} MiB "
+                      "file-backed)",
                       flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))

@@ -217,16 +217,18 @@ def _convert(data: dict, kb_record: dict, data_at: _Line, kb_at: _Line, success_
 
 
 def _lines(path: Path, kind: str) -> Iterator[tuple[str | None, str]]:
-    """(text, or None when the line is not UTF-8; the raw line for the side file) of each line."""
+    """(text, or None when the line is not UTF-8; the text with undecodable bytes replaced, for the
+    error and the side file) of each line."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file. Pass the path of an AirDialogue {kind} file "
                          f"(e.g. train_{kind}.json from google/airdialogue's data release).")
     with open_binary(path) as handle:
         for raw in handle:
+            shown = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
-                yield raw.decode("utf-8").rstrip("\r\n"), ""
-            except UnicodeDecodeError as error:
-                yield None, f"not UTF-8 ({error})"
+                yield raw.decode("utf-8").rstrip("\r\n"), shown
+            except UnicodeDecodeError:
+                yield None, shown
 
 
 def iter_airdialogue(data_path: str | Path, kb_path: str | Path, success_rule: str = "official",
@@ -263,7 +265,7 @@ def iter_airdialogue(data_path: str | Path, kb_path: str | Path, success_rule: s
         if not any(text is None or text.strip() for text in texts):
             pending.append(number)
             continue
-        record = {"data_line": texts[0], "kb_line": texts[1]}
+        record = {"data_line": data_line[1] if data_line else "", "kb_line": kb_line[1] if kb_line else ""}
         for blank in pending:  # blank lines followed by more lines: each is a line of the pair that is missing
             _reject(_Line(data_path, blank, {"data_line": "", "kb_line": ""}).error(
                 None, "is blank in both files", "Remove it from both files: line N of the data file must belong "
@@ -282,9 +284,9 @@ def iter_airdialogue(data_path: str | Path, kb_path: str | Path, success_rule: s
 def _convert_pair(data_path: Path, kb_path: Path, number: int, data_line: tuple, kb_line: tuple, record: dict,
                   success_rule: str) -> dict:
     data_at, kb_at = _Line(data_path, number, record), _Line(kb_path, number, record)
-    for at, (text, problem) in ((data_at, data_line), (kb_at, kb_line)):
+    for at, (text, _) in ((data_at, data_line), (kb_at, kb_line)):
         if text is None:
-            raise at.error(None, f"is {problem}", "Fix the line's encoding or download the file again.",
+            raise at.error(None, "is not UTF-8 text", "Fix the line's encoding or download the file again.",
                            reason="not UTF-8")
         if not text.strip():
             raise at.error(None, "is blank but the same line of the other file is not",
