@@ -169,6 +169,16 @@ def test_on_error_skip_converts_the_rest_and_lists_each_rejected_line_with_its_r
     assert not (tmp_path / "rows.rejected.jsonl").exists()
 
 
+def test_a_data_file_whose_kb_file_cannot_be_found_by_name_asks_for_kb_path(tmp_path):
+    data = tmp_path / "dialogues.json"
+    data.write_text((FIXTURES / "airdialogue" / "data.json").read_text())
+    with pytest.raises(ValueError, match="no '_data' to replace with '_kb'.*--option kb_path=PATH"):
+        convert_corpus("flight_booking", data, tmp_path / "rows.jsonl")
+    summary = convert_corpus("flight_booking", data, tmp_path / "rows.jsonl",
+                             kb_path=str(FIXTURES / "airdialogue" / "kb.json"))
+    assert summary["rows"] == 4
+
+
 def test_on_error_skip_still_stops_on_files_that_do_not_belong_together(tmp_path):
     data, kb = lines(FIXTURES / "airdialogue" / "data.json"), lines(FIXTURES / "airdialogue" / "kb.json")
     source = airdialogue_pair_files(tmp_path, data, kb[:3])
