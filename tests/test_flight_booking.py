@@ -136,6 +136,21 @@ def test_behaviour_data_has_good_and_bad_agents_and_keeps_the_structured_context
     assert row["messages"][0]["content"].startswith("You are a flight agent")
 
 
+def test_flight_status_data_are_the_episodes_made_before_names_existed():
+    """The CPU recipes' data (and their published table) stay reproducible: the digest was taken from
+    `lmrl make-data flight_booking --episodes 300 --option num_flights=4` before the official rule."""
+    import hashlib
+    import json
+
+    rows = [r.as_row() for r in generate_flight_episodes(20, seed=0, num_flights=4, progress=False,
+                                                        success_rule="flight_status")]
+    digest = hashlib.sha256(json.dumps([r["messages"] for r in rows], sort_keys=True).encode()).hexdigest()
+    assert digest == "7df243e36a850d51028eaf959a6616ab1bee3cae516787c8c01da6d1b35d970b"
+    official = generate_flight_episodes(1, seed=0, num_flights=4, progress=False)[0].as_row()
+    assert 'followed by "for" and the customer\'s name.' in official["messages"][0]["content"]
+    assert "customer's name" not in rows[0]["messages"][0]["content"]
+
+
 def test_relabelling_turns_a_failed_dialogue_into_a_consistent_successful_one():
     results = generate_flight_episodes(300, seed=1, num_flights=8, progress=False, success_rule="flight_status")
     failed = [r.as_row() for r in results if r.total_reward == 0 and r.extra["action"]]

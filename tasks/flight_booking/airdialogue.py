@@ -18,7 +18,7 @@ one row (DESIGN format):
      "success_rule": "official"}
 
 Mapping:
-- the system message is `render_context(kb, reservation)`. AirDialogue's `reservation` is 0 when
+- the system message is `render_context(kb, reservation, success_rule)`. AirDialogue's `reservation` is 0 when
   the customer has none and otherwise the reserved flight's number; true/false and 1 are accepted too;
 - each turn "customer: text" becomes a `user` message and "agent: text" an `assistant` message (the
   speaker is what comes before the first ":"; the text is stripped). Consecutive turns of one speaker
@@ -204,7 +204,7 @@ def _convert(data: dict, kb_record: dict, data_at: _Line, kb_at: _Line, success_
                 "flights": expected_flights, "name": expected_name}
     correct = is_success(action, expected, success_rule)
 
-    messages = [{"role": "system", "content": render_context(kb, reservation)}]
+    messages = [{"role": "system", "content": render_context(kb, reservation, success_rule)}]
     for role, texts in turns:
         message = {"role": role, "content": " ".join(texts)}
         if role == "assistant":

@@ -161,7 +161,7 @@ class FlightBookingEnv:
         self.rng = random.Random(seed)
         self.kb, self.reservation, self.intent = random_scenario(self.rng, self.num_flights)
         self.turns = 0
-        self.system_prompt = render_context(self.kb, self.reservation)
+        self.system_prompt = render_context(self.kb, self.reservation, self.success_rule)
         return OPENERS[self.intent["goal"]]
 
     @property

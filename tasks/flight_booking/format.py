@@ -40,10 +40,12 @@ def render_flight(flight: dict) -> str:
             f"{flight['class']}, ${flight['price']}")
 
 
-def render_context(kb: list[dict], reservation: bool) -> str:
-    """The agent's system message: its role, the flight table and whether the customer has a reservation."""
+def render_context(kb: list[dict], reservation: bool, success_rule: str = "official") -> str:
+    """The agent's system message: its role, the flight table and whether the customer has a
+    reservation. Under the official success rule it asks for the customer's name in the action."""
+    name = " followed by \"for\" and the customer's name" if success_rule == "official" else ""
     lines = ["You are a flight agent. Find what the customer wants and end with a final action: "
-             "book flight N, change flight N, cancel, no flight, or no reservation.",
+             f"book flight N, change flight N, cancel, no flight, or no reservation{name}.",
              f"Reservation on record: {'yes' if reservation else 'no'}.", "Flights:"]
     lines += [render_flight(f) for f in kb]
     return "\n".join(lines)

@@ -65,7 +65,8 @@ def relabel_row(row: dict) -> dict | None:
     if rewards and rewards[-1] >= 1.0:  # already successful
         return row
     # rows made before the rule existed (no `success_rule`) were scored on flight and status
-    if row.get("success_rule", "flight_status") == "official" and (
+    rule = row.get("success_rule", "flight_status")
+    if rule == "official" and (
             action is None or standard_name(action.get("name")) != standard_name(intent.get("name"))):
         return None
     relabelled = relabel_context(row["context"]["kb"], row["context"]["reservation"], intent, action)
@@ -77,7 +78,7 @@ def relabel_row(row: dict) -> dict | None:
         raise AssertionError(f"relabelling produced {expected} instead of {action}")
     messages = copy.deepcopy(row["messages"])
     system = next(m for m in messages if m["role"] == "system")
-    system["content"] = render_context(kb, reservation)
+    system["content"] = render_context(kb, reservation, rule)
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     messages[last]["reward"] = 1.0
     return {**row, "messages": messages, "context": {"kb": kb, "reservation": reservation},
