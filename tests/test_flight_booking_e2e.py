@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_calm_with_planning_succeeds_more_often_than_bc(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "flights.jsonl"
-    make_data("flight_booking", 600, str(data), seed=0, task_kwargs={"num_flights": 2, "progress": False})
+    make_data("flight_booking", 600, str(data), seed=0,
+              task_kwargs={"num_flights": 2, "success_rule": "flight_status", "progress": False})
     recipes = ROOT / "recipes" / "flight_booking"
-    common = ["--dataset", str(data), "--task_kwargs", "{num_flights: 2}"]
+    common = ["--dataset", str(data), "--task_kwargs", "{num_flights: 2, success_rule: flight_status}"]
     bc = train_and_evaluate(recipes / "bc.yaml", [*common, "--output_dir", str(tmp_path / "bc")], episodes=100)
     train_and_evaluate(recipes / "calm.yaml", [*common, "--output_dir", str(tmp_path / "calm")], episodes=1)
     script, config = parse_recipe(read_recipe(recipes / "calm_plan.yaml", common))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .base import TextEnv
 from .rollout import EpisodeResult
@@ -19,7 +20,10 @@ class Task:
     make_data(n, seed, **kwargs): n behaviour-policy episodes.
     anchors(dataset_return, **kwargs): the normalized-score anchors.
     critic_features(messages, reply): optional numeric features of a reply for the CHAI critic.
-    load_corpus(path): optional loader of the task's human corpus (its published format) into rows.
+    load_corpus(path, on_error=None, **options): optional loader of the task's human corpus (its
+        published format): yields rows one at a time; a malformed record raises `lmrl.data.corpus.CorpusError`,
+        or goes to `on_error(error)` when given.
+    corpus_schema(): the pyarrow schema of those rows, for writing them as Parquet (optional).
     relabel(row), outcome_label(row): CALM's task relabelling and the class of a dialogue's outcome
         for its outcome head (optional).
     """
@@ -31,7 +35,8 @@ class Task:
     max_turns: int
     max_new_tokens: int = 16
     critic_features: Callable[[list[dict], str], list[float]] | None = None
-    load_corpus: Callable[..., list[dict]] | None = None
+    load_corpus: Callable[..., Iterable[dict]] | None = None
+    corpus_schema: Callable[[], Any] | None = None
     relabel: Callable[[dict], dict | None] | None = None
     outcome_label: Callable[..., int] | None = None
 

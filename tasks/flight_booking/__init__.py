@@ -4,13 +4,14 @@ from lmrl.envs import TaskAnchors
 from lmrl.envs.registry import Task
 
 from .data import AgentBehaviour, generate_flight_episodes
-from .env import FlightBookingEnv, correct_action, meets, random_scenario
-from .format import STATUSES, parse_action, render_action, render_context
+from .env import FlightBookingEnv, correct_action, expected_action, meets, random_scenario
+from .format import STATUSES, FinalAction, parse_action, render_action, render_context
 from .relabel import relabel_context, relabel_row
+from .rule import SUCCESS_RULES, is_success
 
-__all__ = ["STATUSES", "AgentBehaviour", "FlightBookingEnv", "TaskAnchors", "correct_action",
-           "generate_flight_episodes", "meets", "outcome_label", "parse_action",
-           "random_scenario", "relabel_context", "relabel_row", "render_action", "render_context"]
+__all__ = ["STATUSES", "SUCCESS_RULES", "AgentBehaviour", "FinalAction", "FlightBookingEnv", "TaskAnchors",
+           "correct_action", "expected_action", "generate_flight_episodes", "is_success", "meets", "outcome_label",
+           "parse_action", "random_scenario", "relabel_context", "relabel_row", "render_action", "render_context"]
 
 NON_FLIGHT_OUTCOMES = ("cancel", "no_flight", "no_reservation")
 
@@ -30,27 +31,40 @@ def outcome_label(row: dict, **_) -> int:
     return numbers.index(action["flight"])
 
 
-def _make_env(split: str = "eval", num_flights: int = 30, **_) -> FlightBookingEnv:
-    return FlightBookingEnv(num_flights)
+def _make_env(split: str = "eval", num_flights: int = 30, success_rule: str = "official", **_) -> FlightBookingEnv:
+    return FlightBookingEnv(num_flights, success_rule=success_rule)
 
 
-def _make_data(n: int, seed: int = 0, progress: bool = True, num_flights: int = 30, **_):
-    return generate_flight_episodes(n, seed=seed, num_flights=num_flights, progress=progress)
+def _make_data(n: int, seed: int = 0, progress: bool = True, num_flights: int = 30, success_rule: str = "official",
+               **_):
+    return generate_flight_episodes(n, seed=seed, num_flights=num_flights, progress=progress,
+                                    success_rule=success_rule)
 
 
 def _anchors(dataset_return: float, **_) -> TaskAnchors:
     return TaskAnchors(minimum=0.0, dataset=dataset_return, best=1.0)
 
 
-def _load_corpus(path: str, kb_path: str | None = None):
+def _load_corpus(path: str, kb_path: str | None = None, success_rule: str = "official", on_error=None):
+    """AirDialogue rows from `path` (train_data.json) and the kb file beside it (train_kb.json), streamed."""
     from pathlib import Path
 
-    from .airdialogue import load_airdialogue
+    from .airdialogue import iter_airdialogue
 
     data = Path(path)
     kb = Path(kb_path) if kb_path else data.with_name(data.name.replace("_data", "_kb"))
-    return load_airdialogue(data, kb)
+    if kb == data:
+        raise ValueError(f"{data}: cannot find the kb file, since the name has no '_data' to replace with '_kb'. "
+                         "Pass it: --option kb_path=PATH.")
+    return iter_airdialogue(data, kb, success_rule=success_rule, on_error=on_error)
+
+
+def _corpus_schema():
+    from .airdialogue import row_schema
+
+    return row_schema()
 
 
 TASK = Task("flight_booking", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=24,
-            load_corpus=_load_corpus, relabel=relabel_row, outcome_label=outcome_label)
+            load_corpus=_load_corpus, corpus_schema=_corpus_schema, relabel=relabel_row,
+            outcome_label=outcome_label)

@@ -5,10 +5,13 @@ of day, price cap, stops, class). The agent sees the flight table and whether a 
 record, but learns the constraints only by asking. The episode ends with the agent's final action
 ("Final action: book flight 1012.", "... change flight N", "cancel", "no flight", "no reservation").
 
-The correct action: book or change the cheapest flight that meets every constraint (lowest flight
-number on a tie), "no flight" when none does; change and cancel need a reservation, else
-"no reservation". Reward 1 for the correct final action (and flight), 0 otherwise, no partial
-credit; 0 too when the customer runs out of patience (`max_turns` agent turns).
+The correct action: book or change the cheapest flight that meets every constraint (any flight tied
+for the lowest price counts; `correct_action` names the lowest-numbered), "no flight" when none
+does; change and cancel need a reservation, else "no reservation". The customer has a name and
+gives it when asked. Reward 1 when the final action succeeds under `success_rule` (see `rule.py`:
+by default AirDialogue's, which also needs the customer's name in the action, "Final action: book
+flight 1012 for Edward Hall."; "flight_status" drops the name), 0 otherwise, no partial credit; 0
+too when the customer runs out of patience (`max_turns` agent turns).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import random
 import re
 
 from .format import parse_action, render_action, render_context
+from .rule import check_rule, is_success
 
 AIRPORTS = ("ATL", "BOS", "DEN", "DFW", "DTW", "IAD", "JFK", "LAX", "ORD", "SFO")
 AIRLINES = ("AA", "UA", "DL", "WN", "B6")
 TIMES = {"morning": range(5, 12), "afternoon": range(12, 18), "evening": range(18, 24)}
 MONTH = "Feb"
+FIRST_NAMES = ("Edward", "Donna", "Stephen", "Emily", "Gary", "Sarah", "Richard", "Nicholas", "Jennifer", "Charles",
+               "Susan", "Gregory", "Maria", "Kevin", "Laura", "Anthony")
+LAST_NAMES = ("Hall", "Evans", "Taylor", "Edwards", "Johnson", "Wilson", "Perez", "Allen", "Young", "Clark",
+              "Lopez", "Baker", "Nguyen", "Carter", "Mitchell", "Roberts")
 
 
 def time_of_day(hour: int) -> str:
@@ -44,17 +52,28 @@ def meets(flight: dict, intent: dict) -> bool:
                  or time_of_day(flight["departure_time_num"]) == intent["departure_time"]))
 
 
-def correct_action(kb: list[dict], reservation: bool, intent: dict) -> tuple[str, int | None]:
-    """The final action the customer's intent calls for, given the table and the reservation."""
-    goal = intent["goal"]
+def expected_action(kb: list[dict], reservation: bool, intent: dict) -> dict:
+    """What the customer's intent calls for, as AirDialogue's `expected_action`: the status, every
+    flight tied for the lowest price among those meeting the intent (`flights`, by number; `flight`
+    is the first) and the customer's name."""
+    goal, flights = intent["goal"], []
     if goal in ("change", "cancel") and not reservation:
-        return "no_reservation", None
-    if goal == "cancel":
-        return "cancel", None
-    matches = sorted((f for f in kb if meets(f, intent)), key=lambda f: (f["price"], f["flight_number"]))
-    if not matches:
-        return "no_flight", None
-    return goal, matches[0]["flight_number"]
+        status = "no_reservation"
+    elif goal == "cancel":
+        status = "cancel"
+    else:
+        matches = sorted((f for f in kb if meets(f, intent)), key=lambda f: (f["price"], f["flight_number"]))
+        status = goal if matches else "no_flight"
+        flights = [f["flight_number"] for f in matches if f["price"] == matches[0]["price"]]
+    return {"status": status, "flight": flights[0] if flights else None, "flights": flights,
+            "name": intent.get("name")}
+
+
+def correct_action(kb: list[dict], reservation: bool, intent: dict) -> tuple[str, int | None]:
+    """(status, flight) of the final action the customer's intent calls for (the lowest-numbered of
+    tied flights)."""
+    expected = expected_action(kb, reservation, intent)
+    return expected["status"], expected["flight"]
 
 
 def random_flight(rng: random.Random, number: int) -> dict:
@@ -85,7 +104,9 @@ def random_scenario(rng: random.Random, num_flights: int = 30) -> tuple[list[dic
         for key in ("departure_airport", "return_airport", "departure_day", "return_day", "class"):
             flight[key] = intent[key]
         flight["price"] = 50 * rng.randint(2, 16)
-    return kb, rng.random() < 0.8, intent
+    reservation = rng.random() < 0.8
+    intent["name"] = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"  # drawn last: the rest is as before
+    return kb, reservation, intent
 
 
 QUESTIONS = {
@@ -95,6 +116,7 @@ QUESTIONS = {
     "stops": re.compile(r"\b(stops?|connections?|nonstop|direct)\b", re.IGNORECASE),
     "time": re.compile(r"\b(time|morning|afternoon|evening)\b", re.IGNORECASE),
     "class": re.compile(r"\b(class|economy|business)\b", re.IGNORECASE),
+    "name": re.compile(r"\bname\b", re.IGNORECASE),
 }
 OPENERS = {"book": "Hi, I'd like to book a round trip.", "change": "Hello, I need to change my reservation.",
            "cancel": "Hi, please cancel my reservation."}
@@ -111,6 +133,8 @@ def answer(topic: str, intent: dict) -> str:
         return "Nonstop only." if intent["max_connections"] == 0 else f"At most {intent['max_connections']} stops."
     if topic == "time":
         return "Any time is fine." if intent["departure_time"] == "any" else f"I prefer the {intent['departure_time']}."
+    if topic == "name":
+        return f"My name is {intent['name']}."
     return f"{intent['class'].capitalize()}, please."
 
 
@@ -127,16 +151,17 @@ class FlightBookingEnv:
         ```
     """
 
-    def __init__(self, num_flights: int = 30, max_turns: int = 10):
+    def __init__(self, num_flights: int = 30, max_turns: int = 10, success_rule: str = "official"):
         self.num_flights = num_flights
         self.max_turns = max_turns
+        self.success_rule = check_rule(success_rule)
         self.system_prompt = ""
 
     def reset(self, seed: int | None = None) -> str:
         self.rng = random.Random(seed)
         self.kb, self.reservation, self.intent = random_scenario(self.rng, self.num_flights)
         self.turns = 0
-        self.system_prompt = render_context(self.kb, self.reservation)
+        self.system_prompt = render_context(self.kb, self.reservation, self.success_rule)
         return OPENERS[self.intent["goal"]]
 
     @property
@@ -147,8 +172,8 @@ class FlightBookingEnv:
         self.turns += 1
         action = parse_action(text)
         if action is not None:
-            expected = correct_action(self.kb, self.reservation, self.intent)
-            success = action == expected
+            expected = expected_action(self.kb, self.reservation, self.intent)
+            success = is_success(action._asdict(), expected, self.success_rule)
             info = {"success": success, "action": action, "expected": expected, "invalid": False}
             return "Thank you." if success else "That's not what I wanted.", float(success), True, info
         topics = [topic for topic, pattern in QUESTIONS.items() if pattern.search(text)]
@@ -159,4 +184,5 @@ class FlightBookingEnv:
         return " ".join(answer(t, self.intent) for t in topics), 0.0, False, {"invalid": False}
 
 
-__all__ = ["AIRPORTS", "FlightBookingEnv", "correct_action", "meets", "random_scenario", "render_action"]
+__all__ = ["AIRPORTS", "FlightBookingEnv", "correct_action", "expected_action", "meets", "random_scenario",
+           "render_action"]

@@ -6,19 +6,30 @@ departure_airport, return_airport, departure_month, departure_day, departure_tim
 return_month, return_day, return_time_num.
 Final actions (AirDialogue's `status`): book, change (with one flight), cancel, no_flight,
 no_reservation, written as e.g. "Final action: book flight 1012." or "Final action: no flight.".
+When the success rule needs the customer's name (AirDialogue's official rule), the agent states it
+after "for": "Final action: book flight 1012 for Edward Hall.", "Final action: cancel for Edward Hall.".
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 STATUSES = ("book", "change", "cancel", "no_flight", "no_reservation")
 FLIGHT_FIELDS = ("flight_number", "airline", "price", "num_connections", "class", "departure_airport",
                  "return_airport", "departure_month", "departure_day", "departure_time_num", "return_month",
                  "return_day", "return_time_num")
 
-_ACTION = re.compile(r"final action:\s*(book|change|cancel|no flight|no reservation)(?:\s+flight\s+(\d+))?",
-                     re.IGNORECASE)
+_ACTION = re.compile(r"final action:\s*(book|change|cancel|no flight|no reservation)(?:\s+flight\s+(\d+))?"
+                     r"(?:\s+for\s+([^\n.]*[^\s.]))?", re.IGNORECASE)
+
+
+class FinalAction(NamedTuple):
+    """A final action as the agent wrote it: status, flight number (book and change) and name (or None)."""
+
+    status: str
+    flight: int | None = None
+    name: str | None = None
 
 
 def render_flight(flight: dict) -> str:
@@ -29,27 +40,44 @@ def render_flight(flight: dict) -> str:
             f"{flight['class']}, ${flight['price']}")
 
 
-def render_context(kb: list[dict], reservation: bool) -> str:
-    """The agent's system message: its role, the flight table and whether the customer has a reservation."""
+def render_context(kb: list[dict], reservation: bool, success_rule: str = "official") -> str:
+    """The agent's system message: its role, the flight table and whether the customer has a
+    reservation. Under the official success rule it asks for the customer's name in the action."""
+    name = " followed by \"for\" and the customer's name" if success_rule == "official" else ""
     lines = ["You are a flight agent. Find what the customer wants and end with a final action: "
-             "book flight N, change flight N, cancel, no flight, or no reservation.",
+             f"book flight N, change flight N, cancel, no flight, or no reservation{name}.",
              f"Reservation on record: {'yes' if reservation else 'no'}.", "Flights:"]
     lines += [render_flight(f) for f in kb]
     return "\n".join(lines)
 
 
-def render_action(status: str, flight: int | None = None) -> str:
+def display_name(name: str | None) -> str | None:
+    """The name as an action writes it: letters, spaces, hyphens and apostrophes, single-spaced (what
+    else a name field holds, such as a final period, would end the action's text early)."""
+    kept = "".join(c if c.isalpha() or c in "-'" else " " for c in name or "")
+    return " ".join(kept.split()) or None
+
+
+def render_action(status: str, flight: int | None = None, name: str | None = None) -> str:
+    """The agent's final action as text; with `name`, the customer's name follows "for"."""
     if status not in STATUSES:
         raise ValueError(f"Unknown final action {status!r}; use one of {', '.join(STATUSES)}.")
+    name = display_name(name)
+    to = f" for {name}" if name else ""
     if status in ("book", "change"):
         if flight is None:
             raise ValueError(f"The final action {status!r} needs a flight number.")
-        return f"Final action: {status} flight {flight}."
-    return f"Final action: {status.replace('_', ' ')}."
+        return f"Final action: {status} flight {flight}{to}."
+    return f"Final action: {status.replace('_', ' ')}{to}."
 
 
-def parse_action(text: str) -> tuple[str, int | None] | None:
-    """(status, flight number or None) of a final action in `text`, or None if it has none."""
+def parse_action(text: str) -> FinalAction | None:
+    """The final action in `text` (status, flight number or None, name or None), or None if it has none.
+
+    Example:
+        >>> parse_action("Done. Final action: book flight 1012 for Edward Hall.")
+        FinalAction(status='book', flight=1012, name='Edward Hall')
+    """
     match = _ACTION.search(text)
     if not match:
         return None
@@ -57,4 +85,5 @@ def parse_action(text: str) -> tuple[str, int | None] | None:
     flight = int(match.group(2)) if match.group(2) else None
     if status in ("book", "change") and flight is None:
         return None
-    return status, flight if status in ("book", "change") else None
+    name = display_name(match.group(3))
+    return FinalAction(status, flight if status in ("book", "change") else None, name)

@@ -7,15 +7,18 @@ becomes the correct action, and keep the customer's intent and every word of the
 - no flight: every flight that meets the intent gets a price above the customer's cap.
 - cancel / no reservation: the reservation flag is set / cleared.
 A dialogue whose action contradicts the customer's goal (booking when they asked to cancel) has no
-such context and is left out (`relabel_context` returns None).
+such context and is left out (`relabel_context` returns None); so is one scored by AirDialogue's
+official rule whose action has the wrong name (or none): the name is the customer's, said in the
+dialogue, and no table makes it right.
 """
 
 from __future__ import annotations
 
 import copy
 
-from .env import ANY, TIMES, correct_action, meets
+from .env import ANY, TIMES, expected_action, meets
 from .format import render_context
+from .rule import standard_name
 
 
 def relabel_context(kb: list[dict], reservation: bool, intent: dict, action: dict | None
@@ -61,17 +64,22 @@ def relabel_row(row: dict) -> dict | None:
     rewards = [m.get("reward") or 0.0 for m in row["messages"] if m["role"] == "assistant"]
     if rewards and rewards[-1] >= 1.0:  # already successful
         return row
+    # rows made before the rule existed (no `success_rule`) were scored on flight and status
+    rule = row.get("success_rule", "flight_status")
+    if rule == "official" and (
+            action is None or standard_name(action.get("name")) != standard_name(intent.get("name"))):
+        return None
     relabelled = relabel_context(row["context"]["kb"], row["context"]["reservation"], intent, action)
     if relabelled is None:
         return None
     kb, reservation = relabelled
-    status, flight = correct_action(kb, reservation, intent)
-    if (status, flight) != (action["status"], action.get("flight")):  # a bug here must never train silently
-        raise AssertionError(f"relabelling produced {status, flight} instead of {action}")
+    expected = expected_action(kb, reservation, intent)
+    if (expected["status"], expected["flight"]) != (action["status"], action.get("flight")):  # a bug here must never train silently
+        raise AssertionError(f"relabelling produced {expected} instead of {action}")
     messages = copy.deepcopy(row["messages"])
     system = next(m for m in messages if m["role"] == "system")
-    system["content"] = render_context(kb, reservation)
+    system["content"] = render_context(kb, reservation, rule)
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     messages[last]["reward"] = 1.0
     return {**row, "messages": messages, "context": {"kb": kb, "reservation": reservation},
-            "expected_action": dict(action), "relabelled": True}
+            "expected_action": expected, "relabelled": True}

@@ -3,15 +3,15 @@
 from lmrl.envs import TaskAnchors
 from lmrl.envs.registry import Task
 
-from .craigslist import load_craigslist_bargain
+from .craigslist import iter_craigslist_bargain, load_craigslist_bargain, row_schema
 from .data import STRATEGIES, SellerBehaviour, generate_negotiation_episodes, oracle_return
 from .env import ITEMS, STYLES, NegotiationEnv
 from .features import negotiation_features
 from .prices import NO_DEAL_REWARD, deal_reward, format_price, listing_prompt, parse_price
 
 __all__ = ["ITEMS", "NO_DEAL_REWARD", "STRATEGIES", "STYLES", "NegotiationEnv", "SellerBehaviour", "TaskAnchors",
-           "deal_reward", "format_price", "generate_negotiation_episodes", "listing_prompt",
-           "load_craigslist_bargain", "negotiation_features", "oracle_return", "parse_price"]
+           "deal_reward", "format_price", "generate_negotiation_episodes", "iter_craigslist_bargain",
+           "listing_prompt", "load_craigslist_bargain", "negotiation_features", "oracle_return", "parse_price"]
 
 EVAL_SEED = 10_000
 
@@ -36,4 +36,4 @@ def _anchors(dataset_return: float, styles: list[str] | None = None, **_) -> Tas
 
 
 TASK = Task("negotiation", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=16,
-            critic_features=negotiation_features, load_corpus=load_craigslist_bargain)
+            critic_features=negotiation_features, load_corpus=iter_craigslist_bargain, corpus_schema=row_schema)

@@ -1,0 +1,344 @@
+"""Stream a task's human corpus into training rows: read the published files one record at a time,
+write JSONL (or Parquet) as rows come, and either stop at the first malformed record or leave it out
+and list it in a side file. Memory holds one record and one output batch, whatever the file's size.
+
+    summary = convert_corpus("flight_booking", "train_data.json", "rows.jsonl", on_error="skip")
+    summary["rows"], summary["rejected_by_reason"]   # e.g. 321401, {"'action.flight': empty ...": 41, ...}
+
+A task's loader (`Task.load_corpus(path, on_error=..., **options)`) yields rows and, for a malformed
+record, raises a `CorpusError` (or hands it to `on_error` and goes on with the next record).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+ON_ERROR = ("stop", "skip")
+SKIP_HINT = ("Or convert with --on-error skip (on_error='skip') to leave out such records and list each one, "
+             "with its reason, in a side file.")
+
+
+class CorpusError(ValueError):
+    """A malformed record of a corpus file. The message names the file, the record (`where`: "line 12",
+    "dialogue 3 (uuid C_...)"), the field, what is wrong and what to do; `reason` is the short kind of
+    problem that `--on-error skip` counts by; `record` holds the raw input for the side file.
+
+    Example:
+        >>> error = CorpusError("x.json: line 3: field 'action.flight' is empty. Fix it.", path="x.json",
+        ...                     where="line 3", field="action.flight", reason="'action.flight' is empty")
+        >>> error.reason
+        "'action.flight' is empty"
+    """
+
+    def __init__(self, message: str, *, path, where: str, field: str | None, reason: str,
+                 record: dict | None = None):
+        super().__init__(message)
+        self.path, self.where, self.field, self.reason = str(path), where, field, reason
+        self.record = record or {}
+
+
+def field_pattern(field: str) -> str:
+    """`dialogue[3]` -> `dialogue[i]`: one reason for a kind of problem, whichever item it hit."""
+    return re.sub(r"\[\d+\]", "[i]", field)
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when its name ends in .gz (as some distributions ship it)."""
+    path = Path(path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def iter_json_array(path: str | Path, items: str = "records", chunk_size: int = 1 << 20,
+                    max_item_chars: int = 1 << 28) -> Iterator[tuple[int, object, str]]:
+    """(index, value, raw text) of each element of the top-level JSON array in `path`, parsed one at
+    a time with `json.JSONDecoder.raw_decode` over a buffer of `chunk_size` characters: memory holds
+    one element, not the array.
+
+    Example:
+        >>> [(i, v) for i, v, _ in iter_json_array("dialogues.json")]  # doctest: +SKIP
+        [(0, {...}), (1, {...})]
+
+    Raises:
+        ValueError: the top level is not an array, or the JSON is malformed (naming line and column).
+    """
+    path = Path(path)
+    decoder = json.JSONDecoder()
+    with open_binary(path) as raw:
+        reader = io.TextIOWrapper(raw, encoding="utf-8")
+        buffer = _Buffer(path, reader, chunk_size)
+        try:
+            if buffer.next_char() != "[":
+                kind = {"{": "an object", "": "nothing (the file is empty)"}.get(buffer.peek(), "not an array")
+                raise ValueError(f"{path}: the top level must be a list of {items}, got {kind}. "
+                                 f"Pass a file whose top level is a JSON array of {items}.")
+            buffer.pos += 1
+            index = 0
+            if buffer.next_char() == "]":
+                buffer.pos += 1
+            else:
+                while True:
+                    value, text = buffer.decode(decoder, max_item_chars)
+                    yield index, value, text
+                    index += 1
+                    separator = buffer.next_char()
+                    if separator == "]":
+                        buffer.pos += 1
+                        break
+                    if separator != ",":
+                        raise buffer.error("Expecting ',' delimiter" if separator else "Unterminated array")
+                    buffer.pos += 1
+                    buffer.compact()
+            if buffer.next_char():
+                raise buffer.error("Extra data")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error}). Pass a JSON file.") from None
+
+
+class _Buffer:
+    """Text read so far that is not yet parsed, with the line/column bookkeeping for error messages."""
+
+    def __init__(self, path: Path, reader: IO[str], chunk_size: int):
+        self.path, self.reader, self.chunk_size = path, reader, chunk_size
+        self.text, self.pos, self.eof = "", 0, False
+        self.lines_before, self.column_before = 0, 0  # of the text already dropped
+
+    def fill(self) -> bool:
+        chunk = "" if self.eof else self.reader.read(self.chunk_size)
+        self.eof = not chunk
+        self.text += chunk
+        return bool(chunk)
+
+    def peek(self) -> str:
+        return self.text[self.pos:self.pos + 1]
+
+    def next_char(self) -> str:
+        """The next non-whitespace character ('' at the end of the file), without consuming it."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.text) or not self.fill():
+                return self.peek()
+
+    def decode(self, decoder: json.JSONDecoder, max_chars: int) -> tuple[object, str]:
+        self.next_char()  # raw_decode does not skip leading whitespace
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as error:
+                # the element may go on in the next chunk: the error is at the buffer's end (within a
+                # cut literal such as "fals" or escape such as "\u00e") or in an unterminated string
+                truncated = error.pos >= len(self.text) - 6 or error.msg.startswith("Unterminated string")
+                if truncated and len(self.text) - self.pos < max_chars and self.fill():
+                    continue
+                raise self.error(error.msg, error.pos) from None
+            if end == len(self.text) and self.fill():  # a number or literal may go on in the next chunk
+                continue
+            text, self.pos = self.text[self.pos:end], end
+            return value, text
+
+    def compact(self) -> None:
+        if self.pos < self.chunk_size:
+            return
+        dropped = self.text[:self.pos]
+        newlines = dropped.count("\n")
+        self.column_before = len(dropped) - dropped.rfind("\n") - 1 if newlines else self.column_before + len(dropped)
+        self.lines_before += newlines
+        self.text, self.pos = self.text[self.pos:], 0
+
+    def error(self, message: str, at: int | None = None) -> ValueError:
+        at = self.pos if at is None else at
+        line = self.lines_before + self.text.count("\n", 0, at) + 1
+        last_newline = self.text.rfind("\n", 0, at)
+        column = at - last_newline if last_newline >= 0 else self.column_before + at + 1
+        return ValueError(f"{self.path}: invalid JSON at line {line}, column {column}: {message}. "
+                          "Fix the file or download it again.")
+
+
+class Rejections:
+    """`on_error="skip"`: each rejected record goes to a JSON-lines side file (where, field, reason,
+    the full message and the raw input), and `counts` tallies them by reason.
+
+    Example:
+        >>> rejected = Rejections("rows.rejected.jsonl")  # doctest: +SKIP
+        >>> rows = list(task.load_corpus("train_data.json", on_error=rejected)); rejected.close()  # doctest: +SKIP
+        >>> rejected.counts  # doctest: +SKIP
+        Counter({"'action.flight' is empty but the status needs a flight": 2})
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.unlink(missing_ok=True)  # a side file left by an earlier run would mislead
+        self.counts: Counter[str] = Counter()
+        self._handle: IO[str] | None = None
+
+    def __call__(self, error: CorpusError) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("w", encoding="utf-8")
+        self._handle.write(json.dumps({"file": error.path, "where": error.where, "field": error.field,
+                                       "reason": error.reason, "message": str(error), **error.record}) + "\n")
+        self.counts[error.reason] += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class RowWriter:
+    """Writes rows as they come: JSON lines, or Parquet (row groups of `batch_size` rows, with the
+    given pyarrow `schema`) when the path ends in .parquet. It writes `PATH.partial` and renames it to
+    PATH only when the block ends without an error, so PATH is never a half-converted file.
+
+    Example:
+        >>> with RowWriter("rows.jsonl") as writer:  # doctest: +SKIP
+        ...     for row in rows:
+        ...         writer.write(row)
+    """
+
+    def __init__(self, path: str | Path, schema=None, batch_size: int = 1000):
+        self.path = Path(path)
+        self.parquet = self.path.suffix.lower() == ".parquet"
+        if self.parquet and schema is None:
+            raise ValueError(f"{self.path}: this corpus has no Parquet schema; write JSON lines instead "
+                             "(an --out path ending in .jsonl).")
+        self.schema, self.batch_size = schema, batch_size
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.rows, self._batch, self._writer = 0, [], None
+
+    def __enter__(self) -> RowWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self.partial, self.schema)
+        else:
+            self._writer = self.partial.open("w", encoding="utf-8")
+        return self
+
+    def write(self, row: dict) -> None:
+        if self.parquet:
+            self._batch.append(row)
+            if len(self._batch) >= self.batch_size:
+                self._flush()
+        else:
+            self._writer.write(json.dumps(row) + "\n")
+        self.rows += 1
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._batch:
+            return
+        first = self.rows - len(self._batch) + 1
+        for offset, row in enumerate(self._batch):
+            unknown = _unknown_fields(row, self.schema)
+            if unknown:
+                raise ValueError(f"{self.path}: row {first + offset} has field '{unknown}', which the Parquet "
+                                 "schema does not hold. Write JSON lines (an --out path ending in .jsonl), "
+                                 "which keep every field.")
+        try:
+            table = pa.Table.from_pylist(self._batch, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise ValueError(f"{self.path}: rows {first} to {self.rows} do not fit the Parquet schema ({error}). "
+                             "Write JSON lines (an --out path ending in .jsonl), which keep values as "
+                             "they are.") from None
+        self._writer.write_table(table)
+        self._batch = []
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None and self.parquet:
+                self._flush()
+        finally:
+            self._writer.close()
+            if kind is None and error is None and self._batch == []:
+                os.replace(self.partial, self.path)
+            else:
+                self.partial.unlink(missing_ok=True)
+
+
+def _unknown_fields(value, schema_type, prefix: str = "") -> str | None:
+    """The first key of `value` that the pyarrow struct (or schema) `schema_type` does not name."""
+    import pyarrow as pa
+
+    if isinstance(value, dict):
+        names = schema_type.names if isinstance(schema_type, pa.Schema) else (
+            [f.name for f in schema_type] if pa.types.is_struct(schema_type) else None)
+        if names is None:
+            return None
+        for key, item in value.items():
+            if key not in names:
+                return f"{prefix}{key}"
+            index = names.index(key)
+            child = schema_type.field(index).type
+            found = _unknown_fields(item, child, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(value, list) and (pa.types.is_list(schema_type) or pa.types.is_large_list(schema_type)):
+        for i, item in enumerate(value):
+            found = _unknown_fields(item, schema_type.value_type, f"{prefix[:-1]}[{i}].")
+            if found:
+                return found
+    return None
+
+
+def default_rejected_path(out: str | Path) -> Path:
+    """rows.jsonl -> rows.rejected.jsonl (beside the output)."""
+    return Path(out).with_suffix(".rejected.jsonl")
+
+
+def convert_corpus(task_name: str, source: str | Path, out: str | Path, on_error: str = "stop",
+                   rejected: str | Path | None = None, progress: Callable[[int], None] | None = None,
+                   **options) -> dict:
+    """Convert a task's human corpus file (its published format) into training rows at `out`
+    (.jsonl, or .parquet), streaming. `on_error="stop"` (default) raises the first malformed record's
+    error (file, line or dialogue, field, what to do); `on_error="skip"` converts the others, writes
+    each rejected one to `rejected` (default: `out` with the suffix .rejected.jsonl) and reports the
+    counts by reason. `options` go to the task's loader (e.g. `success_rule="flight_status"`).
+
+    Example:
+        >>> convert_corpus("negotiation", "train.json", "rows.jsonl")["rows"]  # doctest: +SKIP
+        5247
+    """
+    from lmrl.envs.registry import get_task
+
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
+    task = get_task(task_name)
+    if task.load_corpus is None:
+        raise ValueError(f"Task {task_name!r} has no human-corpus loader.")
+    if Path(out).resolve() == Path(source).resolve():
+        raise ValueError(f"{out}: the output would overwrite the corpus file. Pass another --out path.")
+    schema = task.corpus_schema() if task.corpus_schema is not None and str(out).lower().endswith(".parquet") else None
+    rejections = Rejections(rejected or default_rejected_path(out)) if on_error == "skip" else None
+    start = time.perf_counter()
+    try:
+        with RowWriter(out, schema=schema) as writer:
+            for row in task.load_corpus(str(source), on_error=rejections, **options):
+                writer.write(row)
+                if progress is not None:
+                    progress(writer.rows)
+    except CorpusError as error:
+        raise CorpusError(f"{error} {SKIP_HINT}", path=error.path, where=error.where, field=error.field,
+                          reason=error.reason, record=error.record) from None
+    finally:
+        if rejections is not None:
+            rejections.close()
+    seconds = time.perf_counter() - start
+    summary = {"task": task_name, "source": str(source), "rows": writer.rows, "out": str(out),
+               "seconds": round(seconds, 3)}
+    if rejections is not None:
+        summary["rejected"] = sum(rejections.counts.values())
+        summary["rejected_by_reason"] = dict(rejections.counts.most_common())
+        summary["rejected_file"] = str(rejections.path) if rejections.counts else None
+    return summary
