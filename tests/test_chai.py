@@ -132,6 +132,20 @@ def test_sampled_reply_log_probs_match_a_forward_pass(proposal_lm):
     assert logp[0, 0].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
+def test_rollout_policy_and_proposal_sampling_generate_the_same_replies_for_the_same_seed(proposal_lm):
+    from lmrl.envs.policies import GeneratePolicy
+
+    model, tokenizer = proposal_lm
+    conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]  # prompts of different lengths: left-padded
+    torch.manual_seed(3)
+    proposals, _ = sample_replies(model, tokenizer, conversations, k=1, temperature=0.7, max_new_tokens=6)
+    policy = GeneratePolicy(model, tokenizer, max_new_tokens=6, do_sample=True, temperature=0.7, top_k=0, top_p=1.0)
+    torch.manual_seed(3)
+    assert policy(conversations) == [p[0] for p in proposals]
+    torch.manual_seed(4)
+    assert policy(conversations) != [p[0] for p in proposals]  # another seed, other replies: the check can fail
+
+
 def test_proposals_are_sampled_once_and_then_read_from_the_cache(proposal_lm, tmp_path, monkeypatch):
     import lmrl.trainers.chai as chai_module
 

@@ -103,7 +103,7 @@ def episode_states(rows) -> tuple[list[list[dict]], list[dict]]:
     transitions: list[dict] = []
     for index, row in enumerate(rows):
         episode = validate_row(row, index)
-        messages = [{"role": t.role, "content": t.content} for t in episode.turns]
+        messages = episode.messages()
         actions = [i for i, t in enumerate(episode.turns) if t.is_action]
         first = len(states)
         states += [messages[:i] for i in actions]
