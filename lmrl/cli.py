@@ -231,7 +231,9 @@ def build_trainer(script: ScriptArguments, config):
             script.tokenizer_name_or_path or script.model_name_or_path, trust_remote_code=config.trust_remote_code,
             **gguf,
         )
-    return trainer_class(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
+    # CHAI trains a critic over a frozen proposal LM; every other algorithm trains the model itself
+    models = {"proposal_model": model} if script.algorithm == "chai" else {"model": model}
+    return trainer_class(**models, args=config, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=get_peft_config(script))
 
 

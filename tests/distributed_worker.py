@@ -74,7 +74,7 @@ def build(algorithm: str, output_dir: str, per_device_batch: int, steps: int):
         return lmrl.CALMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     if algorithm == "chai":
         args = lmrl.CHAIConfig(**common, num_proposals=2, proposal_max_new_tokens=3)
-        return lmrl.CHAITrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        return lmrl.CHAITrainer(proposal_model=model, args=args, train_dataset=data, processing_class=tokenizer)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 

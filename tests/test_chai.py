@@ -8,7 +8,7 @@ import torch
 from lmrl import CHAIConfig, CHAICritic, CHAICriticConfig, CHAITrainer, ProposeAndRank
 from lmrl.generation import CriticScorer, ILQLScorer, sample_replies
 from lmrl.losses.chai import candidate_cql_loss, chai_loss, chai_targets, critic_td_loss
-from lmrl.trainers.chai import build_chai_dataset, episode_states
+from lmrl.trainers.chai import build_candidate_sets, build_chai_dataset, episode_states, new_critic
 
 
 # ---------------------------------------------------------------- losses, computed by hand
@@ -132,6 +132,20 @@ def test_sampled_reply_log_probs_match_a_forward_pass(proposal_lm):
     assert logp[0, 0].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
+def test_rollout_policy_and_proposal_sampling_generate_the_same_replies_for_the_same_seed(proposal_lm):
+    from lmrl.envs.policies import GeneratePolicy
+
+    model, tokenizer = proposal_lm
+    conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]  # prompts of different lengths: left-padded
+    torch.manual_seed(3)
+    proposals, _ = sample_replies(model, tokenizer, conversations, k=1, temperature=0.7, max_new_tokens=6)
+    policy = GeneratePolicy(model, tokenizer, max_new_tokens=6, do_sample=True, temperature=0.7, top_k=0, top_p=1.0)
+    torch.manual_seed(3)
+    assert policy(conversations) == [p[0] for p in proposals]
+    torch.manual_seed(4)
+    assert policy(conversations) != [p[0] for p in proposals]  # another seed, other replies: the check can fail
+
+
 def test_proposals_are_sampled_once_and_then_read_from_the_cache(proposal_lm, tmp_path, monkeypatch):
     import lmrl.trainers.chai as chai_module
 
@@ -167,7 +181,7 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     args = CHAIConfig(output_dir=str(tmp_path / "chai"), num_proposals=3, proposal_max_new_tokens=6,
                       num_train_epochs=3, per_device_train_batch_size=2, report_to="none", save_strategy="no",
                       critic_features="negotiation", logging_steps=1, critic_hidden_size=16)
-    trainer = CHAITrainer(model=model, args=args, train_dataset=ROWS * 3, processing_class=tokenizer)
+    trainer = CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS * 3, processing_class=tokenizer)
     before = [p.detach().clone() for p in trainer.model.q.parameters()]
     result = trainer.train()
     assert math.isfinite(result.training_loss)
@@ -188,6 +202,31 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     trained = CriticScorer(trainer.model, model, tokenizer)(conversations, candidates)
     torch.testing.assert_close(policy.scorer(conversations, candidates), trained)
     assert replies == [c[int(i)] for c, i in zip(candidates, trained.argmax(dim=-1))]
+
+
+def test_chai_trainer_takes_the_proposal_lm_and_the_critic_explicitly(proposal_lm, tmp_path):
+    model, tokenizer = proposal_lm
+    args = CHAIConfig(output_dir=str(tmp_path / "chai"), num_proposals=2, proposal_max_new_tokens=4, max_steps=3,
+                      per_device_train_batch_size=2, report_to="none", save_strategy="no", critic_hidden_size=8)
+    candidates, none = build_candidate_sets(ROWS, None, model, tokenizer, args)
+    assert none is None
+    critic = new_critic(candidates, args, model)
+    trainer = CHAITrainer(proposal_model=model, critic=critic, args=args, train_dataset=ROWS,
+                          processing_class=tokenizer)
+    assert trainer.model is critic and trainer.proposal_model is model
+    assert not any(p.requires_grad for p in model.parameters())  # the proposal LM stays frozen
+    # the trainer trains on the candidate set the function builds (read back from its cache)
+    assert trainer.train_dataset.proposals == candidates.proposals
+    for key, value in candidates.tensors.items():
+        torch.testing.assert_close(trainer.train_dataset.tensors[key], value)
+    before = [p.detach().clone() for p in critic.q.parameters()]
+    trainer.train()
+    assert any(not torch.equal(b, p) for b, p in zip(before, critic.q.parameters()))  # the critic given is trained
+    with pytest.warns(FutureWarning, match="proposal_model="):
+        old = CHAITrainer(model=model, args=args, train_dataset=ROWS, processing_class=tokenizer)
+    assert old.proposal_model is model and isinstance(old.model, CHAICritic) and old.model is not critic
+    with pytest.raises(ValueError, match="both proposal_model= and model="):
+        CHAITrainer(proposal_model=model, model=model, args=args)
 
 
 def test_propose_and_rank_keeps_the_best_scored_candidate_or_samples_by_score(proposal_lm):

@@ -433,3 +433,20 @@ def test_collator_batches_prepared_rows(plain_tokenizer):
     assert batch["input_ids"].shape == (2, max(lengths))
     assert batch["attention_mask"].sum(dim=1).tolist() == lengths
     assert math.isclose(batch["rewards"][0].sum().item(), 1.5)
+
+
+def test_an_episode_converts_to_and_from_chat_messages_in_one_place():
+    from lmrl.data import Episode, Turn
+
+    messages = [{"role": "system", "content": "Sell."}, {"role": "user", "content": "$10?"},
+                {"role": "assistant", "content": "No.", "reward": 0.5}, {"role": "user", "content": "$12?"},
+                {"role": "assistant", "content": "Deal.", "reward": None}]
+    episode = Episode.from_messages(messages, done=False)
+    assert episode.turns[2] == Turn("assistant", "No.", 0.5) and episode.turns[4].reward == 0.0
+    assert not episode.done and episode.total_reward == 0.5
+    assert episode.messages() == [{"role": m["role"], "content": m["content"]} for m in messages]
+    with_rewards = episode.messages(rewards=True)
+    assert [m["reward"] for m in with_rewards] == [0.0, 0.0, 0.5, 0.0, 0.0]
+    assert Episode.from_messages(with_rewards) == Episode(episode.turns)
+    with pytest.warns(FutureWarning, match=r"messages\(rewards=True\)"):
+        assert episode.as_messages() == with_rewards

@@ -193,7 +193,7 @@ def test_chai_refuses_a_peft_config_in_words(tokenizer, tmp_path):
     from lmrl import CHAIConfig, CHAITrainer
 
     with pytest.raises(ValueError, match="nothing for peft_config to adapt"):
-        CHAITrainer(model=tiny_causal_lm(tokenizer), args=_args(CHAIConfig, tmp_path, "chai"),
+        CHAITrainer(proposal_model=tiny_causal_lm(tokenizer), args=_args(CHAIConfig, tmp_path, "chai"),
                     train_dataset=bandit_rows(4), processing_class=tokenizer, peft_config=LoraConfig(r=4))
 
 

@@ -49,7 +49,8 @@ def _run(algorithm, tmp_path, name, resume_from=None):
                         report_to="none", disable_tqdm=True, seed=0, **extra)
     if algorithm == "chai":
         args.proposal_cache_dir = str(tmp_path / "proposals")  # sampled once, read by both runs
-    trainer = trainer_class(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    models = {"proposal_model": model} if algorithm == "chai" else {"model": model}
+    trainer = trainer_class(**models, args=args, train_dataset=rows, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=resume_from)
     return trainer
 

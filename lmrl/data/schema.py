@@ -13,6 +13,7 @@ that names the row and the field.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -33,15 +34,41 @@ class Turn:
 
 @dataclass
 class Episode:
+    """A conversation as turns. The one conversion between this and chat messages (`{"role",
+    "content"}` dicts, `"reward"` optional) is `Episode.from_messages(...)` / `episode.messages()`.
+
+    Example:
+        ```python
+        >>> episode = Episode.from_messages([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+        >>> episode.messages()
+        [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
+        ```
+    """
+
     turns: list[Turn] = field(default_factory=list)
     done: bool = True
+
+    @classmethod
+    def from_messages(cls, messages: list[Mapping], done: bool = True) -> Episode:
+        """Turns from chat messages (a missing or null `reward` is 0). Messages are taken as they are:
+        check a data row with [`validate_row`] instead, which names the row and field at fault."""
+        return cls([Turn(m["role"], m["content"], m.get("reward") or 0.0) for m in messages], done)
+
+    def messages(self, rewards: bool = False) -> list[dict]:
+        """The turns as chat messages `{"role", "content"}`, with each turn's `"reward"` when `rewards`."""
+        if rewards:
+            return [{"role": t.role, "content": t.content, "reward": t.reward} for t in self.turns]
+        return [{"role": t.role, "content": t.content} for t in self.turns]
 
     @property
     def total_reward(self) -> float:
         return sum(turn.reward for turn in self.turns)
 
     def as_messages(self) -> list[dict]:
-        return [{"role": t.role, "content": t.content, "reward": t.reward} for t in self.turns]
+        """Deprecated: `messages(rewards=True)`."""
+        warnings.warn("Episode.as_messages() is deprecated and will be removed; use Episode.messages(rewards=True).",
+                      FutureWarning, stacklevel=2)
+        return self.messages(rewards=True)
 
 
 def _where(index: int | None) -> str:

@@ -90,7 +90,7 @@ def _opening_header(tokenizer) -> str:
 def _render(tokenizer, turns: list[Turn], add_generation_prompt: bool = False) -> str:
     if not turns:
         return _opening_header(tokenizer) if add_generation_prompt else ""
-    messages = [{"role": t.role, "content": t.content} for t in turns]
+    messages = Episode(turns).messages()
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -192,8 +192,8 @@ def encode_prompt(tokenizer, messages: list[dict] | str) -> list[int]:
     """
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    turns = [Turn(m["role"], m["content"]) for m in messages]
     ids: list[int] = []
-    for segment_ids, _, _ in episode_segments(tokenizer, turns, add_generation_prompt=True):
+    for segment_ids, _, _ in episode_segments(tokenizer, Episode.from_messages(messages).turns,
+                                              add_generation_prompt=True):
         ids += segment_ids
     return ids

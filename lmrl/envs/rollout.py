@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from ..data.schema import Episode
 from .base import TextEnv
 
 # A policy maps a batch of conversations (lists of {"role", "content"}) to one reply each.
@@ -56,8 +57,7 @@ def rollout(
         for _ in range(max_turns):
             if not active:
                 break
-            conversations = [[{"role": m["role"], "content": m["content"]} for m in episodes[i].messages]
-                             for i in active]
+            conversations = [Episode.from_messages(episodes[i].messages).messages() for i in active]
             if getattr(policy, "needs_envs", False):  # planners simulate the user on copies of the envs
                 replies = policy(conversations, envs=[envs[i] for i in active])
             else:

@@ -2,6 +2,7 @@ from ..ops.guidance import guided_scores
 from .logits_process import ValueGuidedLogitsProcessor
 from .planning import PlanningPolicy
 from .propose import CriticScorer, ILQLScorer, ProposeAndRank, embed_token_lists, sample_replies
+from .replies import generate_replies
 
 __all__ = ["CriticScorer", "ILQLScorer", "PlanningPolicy", "ProposeAndRank", "ValueGuidedLogitsProcessor", "embed_token_lists",
-           "guided_scores", "sample_replies"]
+           "generate_replies", "guided_scores", "sample_replies"]

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from ..data.collator import left_pad
-from ..data.schema import Turn
-from ..data.tokenization import encode_prompt, eos_token_id, episode_segments, pad_token_id
+from ..data.schema import Episode
+from ..data.tokenization import eos_token_id, episode_segments, pad_token_id
 from ..models import AutoModelForCausalLMWithILQLHeads
 from ..models.chai import CHAICritic
+from .replies import generate_replies, prompt_ids
 
-
-def prompt_ids(tokenizer, conversation: list[dict], max_length: int | None = None) -> list[int]:
-    """The conversation as a prompt for the agent's next reply, cut from the left to `max_length`."""
-    ids = encode_prompt(tokenizer, conversation)
-    return ids[-max_length:] if max_length else ids
+__all__ = ["CriticScorer", "ILQLScorer", "ProposeAndRank", "embed_contexts", "embed_replies", "embed_token_lists",
+           "prompt_ids", "reply_ids", "sample_replies"]
 
 
 def _stop_ids(model, tokenizer) -> set[int]:
@@ -35,18 +32,14 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
                    ) -> tuple[list[list[str]], torch.Tensor]:
     """`k` sampled replies per conversation, and each reply's mean token log-probability under
     the (untempered) model, `[len(conversations), k]`. Conversations go `batch_size` at a time."""
-    pad = pad_token_id(tokenizer)
     stop = _stop_ids(model, tokenizer)
     replies: list[list[str]] = []
     logps = []
     for start in range(0, len(conversations), batch_size):
-        ids, mask = left_pad([prompt_ids(tokenizer, c, max_length) for c in conversations[start : start + batch_size]],
-                             pad)
-        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                             do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, output_logits=True,
-                             return_dict_in_generate=True)
-        tokens = out.sequences[:, ids.shape[1]:]  # [b * k, T]
+        texts, tokens, out = generate_replies(  # tokens: [b * k, T]
+            model, tokenizer, conversations[start : start + batch_size], max_length, do_sample=True,
+            temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k, max_new_tokens=max_new_tokens,
+            output_logits=True, return_dict_in_generate=True)
         logits = torch.stack(out.logits, dim=1).float()  # [b * k, T, V] raw scores
         token_logp = logits.log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
         is_stop = torch.zeros_like(tokens, dtype=torch.bool)
@@ -55,8 +48,7 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
         after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0  # tokens after the first stop token
         keep = (~after_stop).float()
         logps.append(((token_logp * keep).sum(-1) / keep.sum(-1).clamp(min=1)).view(-1, k).cpu())
-        texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        replies += [[t.strip() for t in texts[i : i + k]] for i in range(0, len(texts), k)]
+        replies += [texts[i : i + k] for i in range(0, len(texts), k)]
     return replies, torch.cat(logps)
 
 
@@ -144,8 +136,8 @@ class ILQLScorer:
         self.batch_size = batch_size
 
     def _tokens(self, conversation: list[dict], reply: str) -> tuple[list[int], list[int]]:
-        turns = [Turn(m["role"], m["content"]) for m in conversation] + [Turn("assistant", reply)]
-        segments = episode_segments(self.tokenizer, turns)
+        episode = Episode.from_messages([*conversation, {"role": "assistant", "content": reply}])
+        segments = episode_segments(self.tokenizer, episode.turns)
         ids = [t for seg, _, _ in segments for t in seg]
         n_reply = len(segments[-1][0])
         return ids, [0] * (len(ids) - n_reply) + [1] * n_reply

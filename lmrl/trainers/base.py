@@ -168,6 +168,17 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         peft_config=None,
         **kwargs,
     ):
+        model, processing_class = self._language_model(model, args, processing_class, peft_config)
+        train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
+        eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
+        self._initialize_from_data(model, train_dataset, args)
+        model = self._model_to_train(model, train_dataset, args)
+        self._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
+
+    def _language_model(self, model: PreTrainedModel | str, args: LMRLConfig, processing_class,
+                        peft_config=None) -> tuple[PreTrainedModel, object]:
+        """The language model (loaded when given as an id or path, prepared, adapted when `peft_config`
+        is set) and its tokenizer, checked against each other."""
         gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
         if processing_class is None:
             if not isinstance(model, str):
@@ -183,16 +194,17 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         if peft_config is not None:
             model = self._apply_peft(model, peft_config)
         check_vocabulary(processing_class, model)
-        padding = pad_token_id(processing_class)  # no pad and no eos token: an error in words, before any work
-        train_dataset = self._prepare_episodes(train_dataset, processing_class, args, train=True)
-        eval_dataset = self._prepare_episodes(eval_dataset, processing_class, args, train=False)
-        self._initialize_from_data(model, train_dataset, args)
-        model = self._model_to_train(model, train_dataset, args)
+        pad_token_id(processing_class)  # no pad and no eos token: an error in words, before any work
+        return model, processing_class
+
+    def _setup_trainer(self, model, args: LMRLConfig, train_dataset, eval_dataset, processing_class,
+                       data_collator=None, **kwargs) -> None:
+        """`Trainer.__init__` for the module the optimizer trains, with lmrl's collator and logging."""
         self.parameter_counts = trainable_parameters(model)
         logger.info("trainable params: {trainable_parameters:,} || all params: {total_parameters:,} || "
                     "trainable: {trainable_fraction:.2%}".format(**self.parameter_counts))
         if data_collator is None:
-            data_collator = EpisodeCollator(padding, pad_values=dict(self.padded_columns),
+            data_collator = EpisodeCollator(pad_token_id(processing_class), pad_values=dict(self.padded_columns),
                                             scalar_columns=self.stacked_columns)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._policy_logits = PolicyLogits()
@@ -233,7 +245,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         """Set up anything that depends on the training data (e.g. where fresh heads start)."""
 
     def _model_to_train(self, model: PreTrainedModel, train_dataset, args: LMRLConfig) -> PreTrainedModel:
-        """The module the optimizer trains (the model itself, except for CHAI's critic)."""
+        """The module the optimizer trains (the model itself, or a wrapper around it such as CALM's)."""
         return model
 
     def _episode_transform(self, args):

@@ -57,8 +57,7 @@ def condition_on_return(episode: Episode, value: float, template: str = "Return:
 
 def conditioned_messages(messages: list[dict], value: float, template: str = "Return: {return_:.1f}") -> list[dict]:
     """The same conditioning for a conversation at decoding time."""
-    episode = Episode([Turn(m["role"], m["content"], m.get("reward") or 0.0) for m in messages])
-    return [{"role": t.role, "content": t.content} for t in condition_on_return(episode, value, template).turns]
+    return condition_on_return(Episode.from_messages(messages), value, template).messages()
 
 
 def top_fraction(dataset, fraction: float):

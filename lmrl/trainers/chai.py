@@ -1,7 +1,7 @@
 """CHAI: critic-guided decoding (Verma et al., 2022). Trains an utterance-level double-Q critic
 offline over candidate sets {data reply} U {K proposals of the proposal LM} (docs/design.md, sections 2 and 5).
 
-The proposal LM (the `model` the trainer is given, frozen) samples K replies for every state of
+The proposal LM (`proposal_model`, frozen) samples K replies for every state of
 the data once, embeds contexts and replies, and the result is cached on disk (safetensors + a JSON
 of the proposals), so epochs and later runs with the same data and settings reuse it.
 """
@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def episode_states(rows) -> tuple[list[list[dict]], list[dict]]:
     transitions: list[dict] = []
     for index, row in enumerate(rows):
         episode = validate_row(row, index)
-        messages = [{"role": t.role, "content": t.content} for t in episode.turns]
+        messages = episode.messages()
         actions = [i for i, t in enumerate(episode.turns) if t.is_action]
         first = len(states)
         states += [messages[:i] for i in actions]
@@ -228,53 +229,81 @@ def task_features(name: str | None):
     return features
 
 
+def build_candidate_sets(train_dataset, eval_dataset, proposal_model, tokenizer, args: CHAIConfig
+                         ) -> tuple[CHAITransitions | None, CHAITransitions | None]:
+    """The training and evaluation transitions with their candidate sets ([`build_chai_dataset`] on
+    each dataset given; `None` for one that is not). Under several processes the first samples and
+    caches the proposals and the others read its cache."""
+    features = task_features(args.critic_features)
+    sets = []
+    for dataset in (train_dataset, eval_dataset):
+        if dataset is None:
+            sets.append(None)
+            continue
+        with args.main_process_first(desc="CHAI proposals"):
+            sets.append(build_chai_dataset(load_episodes(dataset), proposal_model, tokenizer, args, features))
+    return sets[0], sets[1]
+
+
+def new_critic(candidates: CHAITransitions, args: CHAIConfig, proposal_model) -> CHAICritic:
+    """A freshly initialized critic sized for the candidate set's embeddings and features, naming the
+    proposal LM it was trained over."""
+    if candidates is None:
+        raise ValueError("CHAITrainer needs train_dataset= to size a new critic (or pass a trained one as critic=).")
+    tensors = candidates.tensors
+    return CHAICritic(CHAICriticConfig(
+        embedding_size=tensors["state_embedding"].shape[-1],
+        num_features=tensors["reply_features"].shape[-1],
+        hidden_size=args.critic_hidden_size,
+        num_layers=args.critic_num_layers,
+        features=args.critic_features,
+        proposal_model=str(getattr(proposal_model.config, "_name_or_path", "") or "") or None,
+    ))
+
+
 class CHAITrainer(LMRLTrainer):
-    """Trains a [`CHAICritic`] offline for propose-and-rank decoding with `model` as the frozen
-    proposal LM (id, path or object). Pass `critic=` to continue training a saved critic.
+    """Trains a [`CHAICritic`] offline for propose-and-rank decoding over the frozen `proposal_model`
+    (id, path or object). `critic=` continues training a saved critic; without it a new one is sized
+    for the candidate set. The candidate sets are built once, by [`build_candidate_sets`], before
+    training; the critic is the module the optimizer trains.
+
+    `model=` is the old name of `proposal_model=` and still works, with a FutureWarning.
 
     Example:
         ```python
-        >>> trainer = CHAITrainer(model="runs/bc", args=CHAIConfig(output_dir="out"), train_dataset=rows)
+        >>> trainer = CHAITrainer(proposal_model="runs/bc", args=CHAIConfig(output_dir="out"), train_dataset=rows)
         >>> trainer.train()
         >>> trainer.save_model()  # CHAICritic.from_pretrained("out"); ProposeAndRank(lm, tok, critic)
         ```
     """
 
-    def __init__(self, model, args: CHAIConfig, train_dataset=None, eval_dataset=None, processing_class=None,
-                 critic: CHAICritic | None = None, **kwargs):
-        self._critic = critic
+    def __init__(self, proposal_model=None, args: CHAIConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, critic: CHAICritic | None = None, *, model=None, peft_config=None,
+                 **kwargs):
+        if model is not None:
+            if proposal_model is not None:
+                raise ValueError("CHAITrainer got both proposal_model= and model= (the old name of proposal_model); "
+                                 "pass the frozen proposal LM once, as proposal_model=.")
+            warnings.warn("CHAITrainer(model=...) is deprecated and will be removed: pass the frozen proposal LM as "
+                          "proposal_model=... (and a critic to continue training as critic=...).", FutureWarning,
+                          stacklevel=2)
+            proposal_model = model
+        if proposal_model is None:
+            raise ValueError("CHAITrainer needs the frozen proposal LM: pass proposal_model= (an id, path or model).")
+        if args is None:
+            raise ValueError("CHAITrainer needs args=CHAIConfig(output_dir=...).")
+        if peft_config is not None:
+            raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
+                             "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
+        proposal_model, processing_class = self._language_model(proposal_model, args, processing_class)
+        self.proposal_model = proposal_model.to(args.device).eval().requires_grad_(False)
+        train_dataset, eval_dataset = build_candidate_sets(train_dataset, eval_dataset, self.proposal_model,
+                                                           processing_class, args)
+        if critic is None:
+            critic = new_critic(train_dataset, args, self.proposal_model)
         kwargs.setdefault("data_collator", default_data_collator)
-        super().__init__(model, args, train_dataset, eval_dataset, processing_class, **kwargs)
+        self._setup_trainer(critic, args, train_dataset, eval_dataset, processing_class, **kwargs)
         self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval, trainer=self))
-
-    def _prepare_model(self, model, args):
-        self.proposal_model = model.to(args.device).eval().requires_grad_(False)
-        return model
-
-    def _apply_peft(self, model, peft_config):
-        raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
-                         "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
-
-    def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
-        if dataset is None:
-            return None
-        # the first process samples and caches the proposals; the others read its cache
-        with args.main_process_first(desc="CHAI proposals"):
-            return build_chai_dataset(load_episodes(dataset), self.proposal_model, tokenizer, args,
-                                      task_features(args.critic_features))
-
-    def _model_to_train(self, model, train_dataset, args):
-        if self._critic is not None:
-            return self._critic
-        tensors = train_dataset.tensors
-        return CHAICritic(CHAICriticConfig(
-            embedding_size=tensors["state_embedding"].shape[-1],
-            num_features=tensors["reply_features"].shape[-1],
-            hidden_size=args.critic_hidden_size,
-            num_layers=args.critic_num_layers,
-            features=args.critic_features,
-            proposal_model=str(getattr(model.config, "_name_or_path", "") or "") or None,
-        ))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         features = inputs["features"] if inputs["features"].shape[-1] else None

@@ -1,0 +1,47 @@
+"""The one way lmrl samples replies: conversation -> prompt -> left-pad -> `generate()` -> decode.
+
+[`GeneratePolicy`] (rollouts) and proposal sampling ([`sample_replies`], CHAI and planning) both
+call [`generate_replies`], so a reply depends only on the model, the prompt, the settings and the
+random state, whichever of them asks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..data.collator import left_pad
+from ..data.tokenization import encode_prompt, pad_token_id
+
+
+def prompt_ids(tokenizer, conversation: list[dict], max_length: int | None = None) -> list[int]:
+    """The conversation as a prompt for the agent's next reply, cut from the left to `max_length`."""
+    ids = encode_prompt(tokenizer, conversation)
+    return ids[-max_length:] if max_length else ids
+
+
+class GeneratedReplies(NamedTuple):
+    """What [`generate_replies`] returns: the decoded replies (stripped, special tokens dropped; with
+    `num_return_sequences=n`, the n replies of each conversation in a row), the generated token ids
+    `[len(texts), T]` and `generate()`'s own output (e.g. for `output_logits`)."""
+
+    texts: list[str]
+    tokens: torch.Tensor
+    output: object
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, conversations: list[list[dict]], max_length: int | None = None,
+                     **generate_kwargs) -> GeneratedReplies:
+    """Replies of `model` to a batch of conversations: each becomes its prompt (cut from the left to
+    `max_length`), the prompts are left-padded into one batch, `model.generate(**generate_kwargs)`
+    continues them and the new tokens are decoded."""
+    pad = pad_token_id(tokenizer)
+    ids, mask = left_pad([prompt_ids(tokenizer, c, max_length) for c in conversations], pad)
+    output = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                            pad_token_id=pad, **generate_kwargs)
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    tokens = sequences[:, ids.shape[1]:]
+    texts = [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    return GeneratedReplies(texts, tokens, output)
