@@ -81,7 +81,7 @@ def write_corpus(folder: Path, lines: int, seed: int = 0) -> tuple[Path, Path]:
 
 CONVERT = """
 import json, resource, sys, time
-from lmrl.data.corpus import convert_corpus
+from lmrl.envs.registry import convert_corpus
 start = time.perf_counter()
 summary = convert_corpus("flight_booking", sys.argv[1], sys.argv[2])
 summary["wall_s"] = time.perf_counter() - start

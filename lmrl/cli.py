@@ -278,9 +278,9 @@ def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides:
 
 def convert(task_name: str, source: str, out: str, on_error: str = "stop", rejected: str | None = None,
             options: dict | None = None) -> dict:
-    """Stream a task's human corpus into rows (lmrl.data.corpus.convert_corpus); with on_error="skip",
+    """Stream a task's human corpus into rows (lmrl.envs.registry.convert_corpus); with on_error="skip",
     also print the rejected records' counts by reason."""
-    from .data.corpus import convert_corpus
+    from .envs.registry import convert_corpus
 
     summary = convert_corpus(task_name, source, out, on_error=on_error, rejected=rejected, **(options or {}))
     if summary.get("rejected"):

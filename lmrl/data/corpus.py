@@ -2,7 +2,7 @@
 write JSONL (or Parquet) as rows come, and either stop at the first malformed record or leave it out
 and list it in a side file. Memory holds one record and one output batch, whatever the file's size.
 
-    summary = convert_corpus("flight_booking", "train_data.json", "rows.jsonl", on_error="skip")
+    summary = lmrl.envs.registry.convert_corpus("flight_booking", "train_data.json", "rows.jsonl", on_error="skip")
     summary["rows"], summary["rejected_by_reason"]   # e.g. 321401, {"'action.flight': empty ...": 41, ...}
 
 A task's loader (`Task.load_corpus(path, on_error=..., **options)`) yields rows and, for a malformed
@@ -297,34 +297,25 @@ def default_rejected_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".rejected.jsonl")
 
 
-def convert_corpus(task_name: str, source: str | Path, out: str | Path, on_error: str = "stop",
-                   rejected: str | Path | None = None, progress: Callable[[int], None] | None = None,
-                   **options) -> dict:
-    """Convert a task's human corpus file (its published format) into training rows at `out`
-    (.jsonl, or .parquet), streaming. `on_error="stop"` (default) raises the first malformed record's
+def convert_records(load_corpus: Callable[..., Iterator[dict]], source: str | Path, out: str | Path,
+                    on_error: str = "stop", rejected: str | Path | None = None,
+                    progress: Callable[[int], None] | None = None, schema=None, name: str = "corpus",
+                    **options) -> dict:
+    """Stream the rows `load_corpus(source, on_error=..., **options)` yields into `out` (.jsonl, or
+    .parquet with the pyarrow `schema`). `on_error="stop"` (default) raises the first malformed record's
     error (file, line or dialogue, field, what to do); `on_error="skip"` converts the others, writes
     each rejected one to `rejected` (default: `out` with the suffix .rejected.jsonl) and reports the
-    counts by reason. `options` go to the task's loader (e.g. `success_rule="flight_status"`).
-
-    Example:
-        >>> convert_corpus("negotiation", "train.json", "rows.jsonl")["rows"]  # doctest: +SKIP
-        5247
+    counts by reason. A task's corpus is converted by name with `lmrl.envs.registry.convert_corpus`.
     """
-    from lmrl.envs.registry import get_task
-
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
-    task = get_task(task_name)
-    if task.load_corpus is None:
-        raise ValueError(f"Task {task_name!r} has no human-corpus loader.")
     if Path(out).resolve() == Path(source).resolve():
         raise ValueError(f"{out}: the output would overwrite the corpus file. Pass another --out path.")
-    schema = task.corpus_schema() if task.corpus_schema is not None and str(out).lower().endswith(".parquet") else None
     rejections = Rejections(rejected or default_rejected_path(out)) if on_error == "skip" else None
     start = time.perf_counter()
     try:
         with RowWriter(out, schema=schema) as writer:
-            for row in task.load_corpus(str(source), on_error=rejections, **options):
+            for row in load_corpus(str(source), on_error=rejections, **options):
                 writer.write(row)
                 if progress is not None:
                     progress(writer.rows)
@@ -335,7 +326,7 @@ def convert_corpus(task_name: str, source: str | Path, out: str | Path, on_error
         if rejections is not None:
             rejections.close()
     seconds = time.perf_counter() - start
-    summary = {"task": task_name, "source": str(source), "rows": writer.rows, "out": str(out),
+    summary = {"task": name, "source": str(source), "rows": writer.rows, "out": str(out),
                "seconds": round(seconds, 3)}
     if rejections is not None:
         summary["rejected"] = sum(rejections.counts.values())

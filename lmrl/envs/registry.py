@@ -49,3 +49,24 @@ def get_task(name: str) -> Task:
     if name not in _MODULES:
         raise ValueError(f"Unknown task {name!r}; available: {', '.join(sorted(_MODULES))}.")
     return importlib.import_module(_MODULES[name]).TASK
+
+
+def convert_corpus(task_name: str, source, out, on_error: str = "stop", rejected=None, progress=None,
+                   **options) -> dict:
+    """Convert a task's human corpus file (its published format) into training rows at `out` (.jsonl, or
+    .parquet), streaming (`lmrl.data.corpus.convert_records`); `options` go to the task's loader (e.g.
+    `success_rule="flight_status"`).
+
+    Example:
+        >>> convert_corpus("negotiation", "train.json", "rows.jsonl")["rows"]  # doctest: +SKIP
+        5247
+    """
+    from ..data.corpus import convert_records
+
+    task = get_task(task_name)
+    if task.load_corpus is None:
+        raise ValueError(f"Task {task_name!r} has no human-corpus loader.")
+    parquet = str(out).lower().endswith(".parquet")
+    schema = task.corpus_schema() if parquet and task.corpus_schema is not None else None
+    return convert_records(task.load_corpus, source, out, on_error=on_error, rejected=rejected, progress=progress,
+                           schema=schema, name=task_name, **options)
