@@ -6,7 +6,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock demo negotiation flight_booking quickstart test test-latest test-floor lint bench fetch-model clean
+.PHONY: install lock demo negotiation flight_booking quickstart test venv-latest test-latest venv-floor test-floor lint \
+	bench fetch-model clean
 
 install: $(VENV)/.installed
 
@@ -76,30 +77,39 @@ quickstart: install
 	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # The fast part of the suite (no end-to-end task runs, no multi-process launches), for the jobs below.
 FAST_TESTS := -m "not slow"
 
 # The newest release of every dependency (no lock; torch stays the CPU build the lock names, the newest
 # CPU build a package registry serves), with transformers' and accelerate's deprecations as errors.
-test-latest:
+venv-latest:
 	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install --quiet --upgrade pip
 	grep '^torch==' $(LOCK) > .venv-latest/torch.txt
 	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -c .venv-latest/torch.txt -e '.[dev]'
 	.venv-latest/bin/pip freeze | grep -iE '^(torch|transformers|accelerate|peft|datasets|tokenizers)=='
+	touch .venv-latest/.installed
+
+# (`make venv-latest` upgrades an existing .venv-latest to the newest releases again)
+test-latest:
+	test -f .venv-latest/.installed || $(MAKE) venv-latest
 	.venv-latest/bin/python -m pytest -q $(FAST_TESTS) -p no:cacheprovider
 
 # The lowest versions pyproject.toml declares (torch excepted, which stays the lock's CPU build: see
 # .ci/floor_constraints.py), checked installed as declared before the tests run.
-test-floor:
+venv-floor:
 	test -x .venv-floor/bin/python || $(PYTHON) -m venv .venv-floor
 	.venv-floor/bin/pip install --quiet --upgrade pip
 	$(PYTHON) .ci/floor_constraints.py pyproject.toml > .venv-floor/floor.txt
 	grep '^torch==' $(LOCK) >> .venv-floor/floor.txt
 	.venv-floor/bin/pip install --quiet -c .venv-floor/floor.txt -e '.[dev]'
 	.venv-floor/bin/python .ci/check_versions.py .venv-floor/floor.txt
+	touch .venv-floor/.installed
+
+test-floor:
+	test -f .venv-floor/.installed || $(MAKE) venv-floor
 	.venv-floor/bin/python -m pytest -q $(FAST_TESTS) -p no:cacheprovider
 
 lint: install

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -15,6 +16,7 @@ from lmrl.bench.train import separate_trunks, training_batch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "lmrl.cli", "bench", "--quick", "--output", str(out)],

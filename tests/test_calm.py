@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from lmrl.tasks.flight_booking import generate_flight_episodes, outcome_label
 
@@ -10,6 +11,7 @@ from lmrl.models.calm import OutcomeHead
 from lmrl.trainers.calm import relabel_rows
 
 
+@pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_the_outcome_head_learns_to_find_the_answer_in_the_context_above_chance():
     """The class is written at a random context position among distractors; only attention over
     the context (guided by the query) can read it."""
@@ -145,6 +147,7 @@ def test_rollout_hands_planners_the_environments():
     assert [m["content"] for m in results[0].messages if m["role"] == "assistant"] == ["setup", "go"]
 
 
+@pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp_path, capsys):
     import json
     from pathlib import Path

@@ -56,6 +56,7 @@ def test_missing_recipe_is_an_error_in_words(tmp_path, capsys):
     assert "no such recipe file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_make_data_train_eval_compare_round_trip(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     data = tmp_path / "maze.jsonl"

@@ -65,6 +65,7 @@ def _batches(order: str) -> dict[int, str]:
     return {entry["step"]: entry["batch"] for entry in map(json.loads, order.splitlines())}
 
 
+@pytest.mark.slow  # shares the 20-second crash-and-resume fixture: left out of CI's latest and floor jobs
 def test_a_kill_while_writing_a_checkpoint_leaves_no_half_written_checkpoint_folder(runs):
     at_kill = runs["at_kill"]
     assert at_kill["returncode"] == -signal.SIGKILL
@@ -73,6 +74,7 @@ def test_a_kill_while_writing_a_checkpoint_leaves_no_half_written_checkpoint_fol
     assert max(_batches(at_kill["order"])) == 8  # it had trained 4 steps past checkpoint-4 when killed
 
 
+@pytest.mark.slow  # shares the 20-second crash-and-resume fixture: left out of CI's latest and floor jobs
 def test_the_resumed_run_ends_exactly_like_an_uninterrupted_run(runs):
     reference, crashed = runs["reference"] / "checkpoint-12", runs["crashed"] / "checkpoint-12"
     assert sorted(os.listdir(runs["crashed"])) == sorted(os.listdir(runs["reference"]) + ["hanging"])
@@ -113,6 +115,7 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow  # shares the 20-second crash-and-resume fixture: left out of CI's latest and floor jobs
 def test_resume_skips_incomplete_checkpoints_and_refuses_incomplete_or_pickled_ones(runs, tmp_path, caplog):
     out = tmp_path / "run"
     shutil.copytree(runs["reference"] / "checkpoint-8", out / "checkpoint-8")
