@@ -28,14 +28,12 @@ HAS_ACTIVATION_CHECKPOINTING: bool = (
 
 
 def pop_cache(kwargs: dict, cache=None):
-    """The cache given to a `forward` under either name (removed from `kwargs`); both at once is an error."""
-    for name in ("cache", "past_key_values"):
-        if name in kwargs:
-            value = kwargs.pop(name)
-            if value is not None and cache is not None:
-                raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both.")
-            cache = value if value is not None else cache
-    return cache
+    """`cache`, or the cache passed under the old name `past_key_values` (removed from `kwargs`);
+    both at once is an error."""
+    old = kwargs.pop("past_key_values", None)
+    if old is not None and cache is not None:
+        raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both.")
+    return cache if old is None else old
 
 
 def output_cache(output):
