@@ -65,7 +65,9 @@ class ScriptArguments:
         default=None,
         metadata={"help": "Instead of model_name_or_path: build a small model from a config, e.g. "
                   "{architecture: gpt2, hidden_size: 64, num_layers: 2, vocab_size: 512}, with a tokenizer "
-                  "trained on the dataset's text. For CPU demos and tests."},
+                  "trained on the dataset's text; with tokenizer_name_or_path, for that tokenizer instead (no "
+                  "vocab_size): e.g. a small value model that steers a frozen LM sharing its tokenizer. For CPU "
+                  "demos and tests."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_dataset: str | None = field(default=None, metadata={"help": "Optional episodes to evaluate the loss on."})
@@ -79,6 +81,12 @@ class ScriptArguments:
     )
     rank_proposals: int | None = field(
         default=None, metadata={"help": "Replies proposed per turn when ranking (default: CHAI's num_proposals, or 8)."}
+    )
+    steer_model: str | None = field(
+        default=None,
+        metadata={"help": "Evaluate by steering: this frozen LM (sharing the trained model's tokenizer) decodes, "
+                  "reweighted by the trained ILQL model's advantages through ValueGuidedLogitsProcessor "
+                  "(the trained model's beta, guidance_top_k and guidance_top_p)."},
     )
     plan_candidates: int = field(
         default=0, metadata={"help": "Evaluate by CALM planning: candidates per turn, each simulated with the "
@@ -172,7 +180,8 @@ def _renamed_fields(recipe: dict, source: str) -> dict:
 
 
 # recipe fields that hold local paths, where a leading ~ means the home folder
-PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_or_path", "proposal_model")
+PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_or_path", "proposal_model",
+               "steer_model")
 
 
 def parse_recipe(recipe: dict, source: str = "recipe"):
@@ -209,13 +218,18 @@ def build_trainer(script: ScriptArguments, config):
     from transformers import AutoTokenizer
 
     from .data import load_episodes
-    from .tiny import build_tiny
+    from .tiny import build_tiny, tiny_for_tokenizer
 
     _, trainer_class = ALGORITHMS[script.algorithm]
     train = load_episodes(script.dataset, split=script.dataset_split)
     evaluation = load_episodes(script.eval_dataset) if script.eval_dataset else None
     if script.tiny_model is not None:
-        model, tokenizer = build_tiny(train, **script.tiny_model)
+        if script.tokenizer_name_or_path:  # e.g. a small value model that steers a frozen LM
+            tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path,
+                                                      trust_remote_code=config.trust_remote_code)
+            model = tiny_for_tokenizer(tokenizer, **script.tiny_model)
+        else:
+            model, tokenizer = build_tiny(train, **script.tiny_model)
         if script.use_peft:  # the adapter names its base model: write the in-memory one to disk
             base = Path(config.output_dir) / "base_model"
             model.save_pretrained(base)
@@ -266,11 +280,11 @@ def make_data(task_name: str, episodes: int, out: str, seed: int, task_kwargs: d
 
 
 def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides: list[str],
-             out_dir: str | None = None) -> dict:
+             out_dir: str | None = None, seed: int = 10_000) -> dict:
     from .evaluation import evaluate_checkpoint, format_score_line
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
-    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, out_dir=out_dir)
+    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, seed=seed, out_dir=out_dir)
     if config.process_index == 0:
         print(format_score_line(report))
     return report
@@ -318,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("--checkpoint", default=None, help="Defaults to the recipe's output_dir.")
     eval_parser.add_argument("--episodes", type=int, default=100)
     eval_parser.add_argument("--out", default=None, help="Where eval.json goes (default: the checkpoint).")
+    eval_parser.add_argument("--seed", type=int, default=10_000,
+                             help="First episode seed (episodes use seed, seed+1, ...). The default 10000 is the "
+                             "reported evaluation set; tune settings on another range, e.g. --seed 20000.")
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
@@ -355,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "make-data":
             print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
         elif args.command == "eval":
-            evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out)
+            evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out, args.seed)
         elif args.command == "convert":
             print(json.dumps(convert(args.task, args.source, args.out, args.on_error, args.rejected,
                                      _key_values(args.option)), indent=2))

@@ -28,15 +28,22 @@ def _checkpoint_dir(checkpoint: str | Path) -> Path:
 
 
 def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torch.device = "cpu",
-                      trust_remote_code: bool = False):
-    """The trained model (on `device`) and its tokenizer, weights from safetensors only."""
+                      trust_remote_code: bool = False, config=None):
+    """The trained model (on `device`) and its tokenizer, weights from safetensors only. For ILQL and MC,
+    the decoding settings `config` (the recipe's) sets, e.g. `lmrl eval ... --beta 16`, replace the
+    saved ones for this evaluation (logged when they differ)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .models import AutoModelForCausalLMWithILQLHeads
+    from .models.configuration import DECODING_FIELDS
+    from .trainers.value_heads import apply_head_settings
 
     path = _checkpoint_dir(checkpoint)
     model_class = AutoModelForCausalLMWithILQLHeads if algorithm in ("ilql", "mc") else AutoModelForCausalLM
     model = model_class.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+    if config is not None and model_class is AutoModelForCausalLMWithILQLHeads:
+        settings = {key: getattr(config, key) for key in DECODING_FIELDS if getattr(config, key, None) is not None}
+        model = apply_head_settings(model, settings, where="The evaluation recipe")
     return model.to(device), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
@@ -54,7 +61,7 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, dev
         critic_tokenizer = None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
     else:
-        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust)
+        critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust, config)
         source = script.proposal_model
     if not source:
         raise ValueError("Propose-and-rank needs a proposal LM: set 'proposal_model' in the recipe.")
@@ -68,11 +75,33 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, dev
                           max_length=getattr(config, "max_length", None))
 
 
+def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
+    """A frozen LM (`steer_model`) decoding greedily, steered by the checkpoint's ILQL values."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if script.algorithm not in ("ilql", "mc"):
+        raise ValueError(f"steer_model: only an ILQL or MC value model can steer a frozen LM; this recipe's "
+                         f"algorithm is {script.algorithm!r}.")
+    trust = config.trust_remote_code
+    value_model, value_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust, config)
+    if Path(script.steer_model).is_dir():
+        _checkpoint_dir(script.steer_model)
+    frozen = AutoModelForCausalLM.from_pretrained(script.steer_model, use_safetensors=True,
+                                                  trust_remote_code=trust).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(script.steer_model, trust_remote_code=trust)
+    if tokenizer.get_vocab() != value_tokenizer.get_vocab():
+        raise ValueError(
+            f"steer_model {script.steer_model} and the value model {checkpoint} have different tokenizers "
+            f"({len(tokenizer)} vs {len(value_tokenizer)} tokens): a value model steers only an LM whose token ids "
+            "it shares. Train it with tokenizer_name_or_path set to the frozen LM.")
+    return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model)
+
+
 def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
                         progress: bool = True, out_dir: str | Path | None = None) -> dict:
     """Roll out `episodes` evaluation episodes with the checkpoint's policy: greedy (guided)
-    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), or CALM planning
-    (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint).
+    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), a frozen LM steered by the
+    checkpoint's values (`steer_model` set), or CALM planning (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint).
 
     Under `torchrun`/`accelerate launch`, each process rolls out its share of the episodes on its
     own device; the episodes are gathered, so the report is the same as from one process."""
@@ -94,14 +123,16 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     state = PartialState(cpu=config.use_cpu)  # the config's device choice (see LMRLConfig.use_cpu)
     if script.algorithm == "chai" or script.proposal_model:
         policy = rank_policy(script, config, checkpoint, task.max_new_tokens, state.device)
+    elif script.steer_model:
+        policy = steer_policy(script, config, checkpoint, task.max_new_tokens, state.device)
     elif script.plan_candidates:
         from .generation import PlanningPolicy
 
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
         policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
                                 max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
     else:
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code)
+        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
     with state.split_between_processes(list(range(seed, seed + episodes))) as seeds:
         results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, seeds, task.max_turns,
@@ -117,6 +148,7 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         "task_kwargs": task_kwargs,
         "dataset_return": data_return,
         "processes": state.num_processes,
+        "first_seed": seed,
         **score.as_dict(),
         "examples": [r.messages for r in results[:3]],
     }

@@ -86,3 +86,16 @@ def build_tiny(rows, architecture: str = "gpt2", hidden_size: int = 64, num_laye
     tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None)
     torch.manual_seed(seed)
     return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides), tokenizer
+
+
+def tiny_for_tokenizer(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
+                       seed: int = 0, **overrides) -> PreTrainedModel:
+    """A fresh tiny model of `architecture` for an existing tokenizer (e.g. a real model's, so that the
+    tiny model can steer that model's decoding as a value model)."""
+    if "vocab_size" in overrides:
+        raise ValueError(
+            f"tiny_model: vocab_size={overrides['vocab_size']} sizes a tokenizer trained on the data, but the "
+            f"tokenizer is given ({getattr(tokenizer, 'name_or_path', 'tokenizer_name_or_path')}, "
+            f"{len(tokenizer)} tokens). Drop vocab_size, or drop tokenizer_name_or_path to train one.")
+    torch.manual_seed(seed)
+    return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides)

@@ -37,6 +37,12 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     assert all(row["memory"] > row["backward_memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2
                for row in train)
     assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.1, 1.6, 1.3}
+    lora = [row for row in rows if row["shape"] == "llama-tiny-lora"]  # a pretrained shape, as users train it
+    assert {row["section"] for row in lora} == {"decode b=1", "decode b=4", "train 2x16, LoRA r=8"}
+    trained = {row["variant"]: row for row in lora if row["section"].startswith("train")}
+    assert set(trained) == {"BC (lmrl: chunked fused CE), LoRA", "ILQL, tied heads (lmrl), LoRA"}
+    assert trained["BC (lmrl: chunked fused CE), LoRA"]["ratio"] == 1.0
+    assert trained["ILQL, tied heads (lmrl), LoRA"]["ratio"] > 0
 
 
 def test_live_tensor_memory_counts_what_is_alive_at_the_worst_moment():

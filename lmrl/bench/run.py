@@ -164,12 +164,57 @@ def scaling_rows(shape: ModelShape, work: Workload, device: torch.device) -> lis
     return rows
 
 
+def pretrained_base(shape: ModelShape, device: torch.device) -> tuple[nn.Module, str]:
+    """The shape's real pretrained weights when `lmrl fetch-model` has them cached, else the same shape
+    from its config (random weights: the same cost)."""
+    from ..fetch import fetched_path
+
+    path = fetched_path(shape.fetched) if shape.fetched else None
+    if path is not None:
+        return AutoModelForCausalLM.from_pretrained(path).to(device), f"real weights from {path}"
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(shape.config()).to(device), "random weights (not fetched)"
+
+
+def lora_shape_rows(shape: ModelShape, work: Workload, device: torch.device) -> list[Row]:
+    """A pretrained shape as users run it: decoding plain and guided (tied heads, and a small value model
+    steering it), then training steps with a LoRA adapter (r=8, every linear layer): BC vs ILQL."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    base, weights = pretrained_base(shape, device)
+    progress(f"{shape.name}: {weights}")
+    torch.manual_seed(0)
+    value_model = train.wrap(AutoModelForCausalLM.from_config(shape.config(value_model=True)), "tied", work.beta,
+                             work.guidance_top_k).to(device).eval()
+    guided = train.wrap(base, "tied", work.beta, work.guidance_top_k).to(device).eval()
+    rows = decode_rows(shape, base.eval(), guided, value_model, work, device)
+    del value_model, guided
+    gc.collect()
+
+    progress(f"{shape.name}: training steps with LoRA")
+    lora = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
+    bc_model = get_peft_model(copy.deepcopy(base), lora).to(device).train()
+    ilql_model = train.wrap(base, "tied", work.beta, work.guidance_top_k).add_peft_adapter(lora).to(device).train()
+    batch = train.training_batch(work.train_batch, work.train_len, shape.vocab_size, device)
+    group = {"bc": train.bc(bc_model, batch), "tied": train.ilql(ilql_model, batch, "ILQL, tied heads (lmrl), LoRA")}
+    group["bc"].label = "BC (lmrl: chunked fused CE), LoRA"
+    section = f"train {work.train_batch}x{work.train_len}, LoRA r=8"
+    return rows + train_rows(shape.name, section, group, work.train_batch * work.train_len, work.train_repeats,
+                             device)[0]
+
+
 def run(plan: Plan, device: torch.device) -> list[Row]:
     rows = []
     for shape in plan.shapes:
         rows += bench_shape(shape, plan.workload, device, compare_chunking=shape is plan.scaling_shape)
         gc.collect()
-    return rows + scaling_rows(plan.scaling_shape, plan.workload, device)
+    rows += scaling_rows(plan.scaling_shape, plan.workload, device)
+    for shape in plan.lora_shapes:
+        gc.collect()
+        rows += lora_shape_rows(shape, plan.workload, device)
+    return rows
 
 
 def main(quick: bool = False, threads: int | None = None, device: str | None = None,
@@ -187,7 +232,7 @@ def main(quick: bool = False, threads: int | None = None, device: str | None = N
               f"torch {info['torch']}, transformers {info['transformers']}, {info['cpu_count']} CPUs, torch threads "
               f"{info['torch_threads']}, load avg {load_start:.1f} at start. Command: {command}")
     print(header, flush=True)
-    for shape in plan.shapes:
+    for shape in (*plan.shapes, *plan.lora_shapes):
         print(f"- {shape.describe()}")
     rows = run(plan, device)
     seconds = time.perf_counter() - start
@@ -197,7 +242,8 @@ def main(quick: bool = False, threads: int | None = None, device: str | None = N
     output = Path(output or f"benchmarks/results/bench{'.quick' if quick else ''}.json")
     write_json(output, {"mode": plan.mode, "command": command, "header": header, "footer": footer, "note": NOTE,
                         "machine": info, "memory_method": MEMORY_METHOD[device.type], "runtime_s": round(seconds, 1),
-                        "load_avg": [load_start, load_average()], "shapes": [s.describe() for s in plan.shapes]},
+                        "load_avg": [load_start, load_average()],
+                        "shapes": [s.describe() for s in (*plan.shapes, *plan.lora_shapes)]},
                rows)
     print(f"results: {output}")
     return 0

@@ -21,6 +21,7 @@ class ModelShape:
     value_num_layers: int
     num_kv_heads: int | None = None
     intermediate_size: int | None = None
+    fetched: str | None = None  # `lmrl fetch-model` name whose real weights have this shape
 
     def config(self, vocab_size: int | None = None, value_model: bool = False) -> PreTrainedConfig:
         vocab = vocab_size or self.vocab_size
@@ -68,6 +69,9 @@ class Plan:
     shapes: tuple[ModelShape, ...]
     workload: Workload
     targets_judged: bool = True
+    # pretrained shapes measured with real weights when `lmrl fetch-model` has them (same shape otherwise):
+    # decode plain / guided, and training steps with a LoRA adapter (BC vs ILQL), as users train them
+    lora_shapes: tuple[ModelShape, ...] = ()
 
     @property
     def scaling_shape(self) -> ModelShape:
@@ -80,11 +84,16 @@ GPT2_SMALL = ModelShape("gpt2-small", "gpt2", 768, 12, 12, 50257, value_hidden_s
 LLAMA_128K = ModelShape("llama-128k", "llama", 512, 2, 8, 128256, value_hidden_size=256, value_num_layers=1,
                         num_kv_heads=2, intermediate_size=1536)
 
+# SmolLM2-135M-Instruct (`lmrl fetch-model smollm2`): Llama, 30 layers, GQA 9/3 heads, tied 49,152-token vocabulary
+SMOLLM2 = ModelShape("smollm2-135m", "llama", 576, 30, 9, 49152, value_hidden_size=64, value_num_layers=2,
+                     num_kv_heads=3, intermediate_size=1536, fetched="smollm2")
+
 FULL = Plan(
     "full",
     (GPT2_SMALL, LLAMA_128K),
     Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 5), (32, 3)), train_batch=1, train_len=128,
              train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 1024), scaling_repeats=3),
+    lora_shapes=(SMOLLM2,),
 )
 QUICK = Plan(
     "quick",
@@ -94,4 +103,6 @@ QUICK = Plan(
     Workload(prompt_len=8, new_tokens=4, decode_runs=((1, 2), (4, 2)), train_batch=2, train_len=16,
              train_repeats=2, scaling_vocabs=(512, 2048), scaling_lengths=(16, 32), scaling_repeats=2, guidance_top_k=8),
     targets_judged=False,
+    lora_shapes=(ModelShape("llama-tiny-lora", "llama", 64, 2, 2, 2048, value_hidden_size=32, value_num_layers=1,
+                            num_kv_heads=1, intermediate_size=128),),
 )

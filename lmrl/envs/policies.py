@@ -14,7 +14,9 @@ class GeneratePolicy:
     ([`generate_replies`], shared with proposal sampling).
 
     Works with any causal LM; an [`AutoModelForCausalLMWithILQLHeads`] decodes guided by its values.
-    `conditioning` may rewrite each conversation first (e.g. add a target return for RC-BC).
+    `conditioning` may rewrite each conversation first (e.g. add a target return for RC-BC). `steer`:
+    a separately trained ILQL value model sharing the tokenizer, which steers the (frozen) `model`
+    through [`ValueGuidedLogitsProcessor`].
 
     Example:
         ```python
@@ -31,15 +33,18 @@ class GeneratePolicy:
         max_new_tokens: int = 16,
         do_sample: bool = False,
         conditioning: Callable[[list[dict]], list[dict]] | None = None,
+        steer=None,
         **generate_kwargs,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.conditioning = conditioning
+        self.steer = steer.eval() if steer is not None else None
         self.generate_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, **generate_kwargs}
 
     @torch.no_grad()
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         if self.conditioning is not None:
             conversations = [self.conditioning(c) for c in conversations]
-        return generate_replies(self.model, self.tokenizer, conversations, **self.generate_kwargs).texts
+        return generate_replies(self.model, self.tokenizer, conversations, steer=self.steer,
+                                **self.generate_kwargs).texts

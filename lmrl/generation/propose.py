@@ -8,6 +8,7 @@ advantages `min_k Q_k(s, a) - V(s)` ("utterance-level ILQL") or by Q at its last
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data.schema import Episode
 from ..data.tokenization import eos_token_id, episode_segments, pad_token_id
@@ -29,12 +30,15 @@ def _stop_ids(model, tokenizer) -> set[int]:
 @torch.no_grad()
 def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, temperature: float = 1.0,
                    max_new_tokens: int = 32, batch_size: int = 16, max_length: int | None = None,
-                   ) -> tuple[list[list[str]], torch.Tensor]:
+                   progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
     """`k` sampled replies per conversation, and each reply's mean token log-probability under
-    the (untempered) model, `[len(conversations), k]`. Conversations go `batch_size` at a time."""
+    the (untempered) model, `[len(conversations), k]`. Conversations go `batch_size` at a time
+    (`progress`: a bar over the conversations)."""
     stop = _stop_ids(model, tokenizer)
     replies: list[list[str]] = []
     logps = []
+    bar = tqdm(total=len(conversations), desc=f"Sampling {k} proposals per state", disable=not progress,
+               leave=False)
     for start in range(0, len(conversations), batch_size):
         texts, tokens, out = generate_replies(  # tokens: [b * k, T]
             model, tokenizer, conversations[start : start + batch_size], max_length, do_sample=True,
@@ -49,6 +53,8 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
         keep = (~after_stop).float()
         logps.append(((token_logp * keep).sum(-1) / keep.sum(-1).clamp(min=1)).view(-1, k).cpu())
         replies += [texts[i : i + k] for i in range(0, len(texts), k)]
+        bar.update(len(conversations[start : start + batch_size]))
+    bar.close()
     return replies, torch.cat(logps)
 
 

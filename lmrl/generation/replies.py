@@ -33,12 +33,18 @@ class GeneratedReplies(NamedTuple):
 
 @torch.no_grad()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], max_length: int | None = None,
-                     **generate_kwargs) -> GeneratedReplies:
+                     steer=None, **generate_kwargs) -> GeneratedReplies:
     """Replies of `model` to a batch of conversations: each becomes its prompt (cut from the left to
     `max_length`), the prompts are left-padded into one batch, `model.generate(**generate_kwargs)`
-    continues them and the new tokens are decoded."""
+    continues them and the new tokens are decoded. `steer`: an ILQL value model sharing the tokenizer
+    that reweights `model`'s scores ([`ValueGuidedLogitsProcessor`], fresh for the batch, told its padding)."""
     pad = pad_token_id(tokenizer)
     ids, mask = left_pad([prompt_ids(tokenizer, c, max_length) for c in conversations], pad)
+    if steer is not None:
+        from .logits_process import ValueGuidedLogitsProcessor
+
+        processors = list(generate_kwargs.pop("logits_processor", None) or [])
+        generate_kwargs["logits_processor"] = [*processors, ValueGuidedLogitsProcessor(steer, attention_mask=mask)]
     output = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                             pad_token_id=pad, **generate_kwargs)
     sequences = output.sequences if hasattr(output, "sequences") else output

@@ -189,7 +189,8 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
     torch.manual_seed(args.proposal_seed)
     proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
                                      args.proposal_temperature, args.proposal_max_new_tokens,
-                                     args.proposal_batch_size, args.max_length)
+                                     args.proposal_batch_size, args.max_length,
+                                     progress=progress and not args.disable_tqdm)
     k = args.num_proposals
     flat = [p for ps in proposals for p in ps]
     tensors = {  # the same embedding functions as CriticScorer uses at decoding

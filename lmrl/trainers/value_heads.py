@@ -114,7 +114,7 @@ def apply_head_settings(
                 f"(their weights are shaped that way). Leave {key} unset (None) to train the model's heads, "
                 f"or pass the plain causal LM to start fresh {value!r} heads."
             )
-        logger.info("%s sets %s=%r; the model had %r. The new value is saved with the model.", where, key, value,
+        logger.info("%s sets %s=%r (the model had %r).", where, key, value,
                     current)
         setattr(model.config, key, value)
     return model
