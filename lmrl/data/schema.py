@@ -158,3 +158,24 @@ def validate_row(row, index: int | None = None) -> Episode:
     if not isinstance(done, bool):
         raise ValueError(f"{where}: field 'done' must be true or false, got {done!r}.")
     return Episode(turns=turns, done=done)
+
+
+USER_SIDE_SYSTEM = "You are the user in this conversation. Reply as the user would."
+
+
+def user_side(messages: list[Mapping], system: str | None = USER_SIDE_SYSTEM) -> list[dict]:
+    """The other side of a conversation, to train or query a user model: the user's messages become
+    the assistant's (the actions) and the agent's become the user's; the agent's system message (its
+    private context, e.g. a flight table) is dropped and `system` put in its place; rewards are dropped.
+
+    Example:
+        ```python
+        >>> user_side([{"role": "system", "content": "Table ..."}, {"role": "user", "content": "Hi, I need a flight."},
+        ...            {"role": "assistant", "content": "Where from?", "reward": 0.0}], system=None)
+        [{'role': 'assistant', 'content': 'Hi, I need a flight.'}, {'role': 'user', 'content': 'Where from?'}]
+        ```
+    """
+    swap = {"user": "assistant", "assistant": "user"}
+    out = [{"role": "system", "content": system}] if system else []
+    return out + [{"role": swap.get(m["role"], m["role"]), "content": m["content"]}
+                  for m in messages if m["role"] != "system"]

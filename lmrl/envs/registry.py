@@ -26,6 +26,8 @@ class Task:
     corpus_schema(): the pyarrow schema of those rows, for writing them as Parquet (optional).
     relabel(row), outcome_label(row): CALM's task relabelling and the class of a dialogue's outcome
         for its outcome head (optional).
+    ends_episode(reply): whether an agent reply ends the episode (e.g. a final action), for planning
+        with a learned user model (optional).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Task:
     corpus_schema: Callable[[], Any] | None = None
     relabel: Callable[[dict], dict | None] | None = None
     outcome_label: Callable[..., int] | None = None
+    ends_episode: Callable[[str], bool] | None = None
 
 
 _MODULES = {"flight_booking": "lmrl.tasks.flight_booking", "maze": "lmrl.tasks.maze",

@@ -32,9 +32,14 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
                    max_new_tokens: int = 32, batch_size: int = 16, max_length: int | None = None,
                    progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
     """`k` sampled replies per conversation, and each reply's mean token log-probability under
-    the (untempered) model, `[len(conversations), k]`. Conversations go `batch_size` at a time
-    (`progress`: a bar over the conversations)."""
+    the (untempered) model, `[len(conversations), k]`. Conversations go `batch_size` at a time (in
+    order of prompt length when they take several batches; `progress`: a bar over the conversations)."""
     stop = _stop_ids(model, tokenizer)
+    # several batches: of similar prompt lengths, so that little padding is prefilled (k times: once per sample)
+    order = list(range(len(conversations)))
+    if len(conversations) > batch_size:
+        order.sort(key=lambda i: len(prompt_ids(tokenizer, conversations[i], max_length)))
+    conversations = [conversations[i] for i in order]
     replies: list[list[str]] = []
     logps = []
     bar = tqdm(total=len(conversations), desc=f"Sampling {k} proposals per state", disable=not progress,
@@ -55,7 +60,8 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], k: int, te
         replies += [texts[i : i + k] for i in range(0, len(texts), k)]
         bar.update(len(conversations[start : start + batch_size]))
     bar.close()
-    return replies, torch.cat(logps)
+    back = sorted(range(len(order)), key=order.__getitem__)  # the callers' order again
+    return [replies[i] for i in back], torch.cat(logps)[back]
 
 
 def reply_ids(tokenizer, reply: str) -> list[int]:

@@ -67,4 +67,4 @@ def _corpus_schema():
 
 TASK = Task("flight_booking", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=24,
             load_corpus=_load_corpus, corpus_schema=_corpus_schema, relabel=relabel_row,
-            outcome_label=outcome_label)
+            outcome_label=outcome_label, ends_episode=lambda reply: parse_action(reply) is not None)
