@@ -7,6 +7,7 @@ import torch
 
 from lmrl import CHAIConfig, CHAICritic, CHAICriticConfig, CHAITrainer, ProposeAndRank
 from lmrl.generation import CriticScorer, ILQLScorer, sample_replies
+from lmrl.generation.replies import prompt_ids
 from lmrl.losses.chai import candidate_cql_loss, chai_loss, chai_targets, critic_td_loss
 from lmrl.trainers.chai import build_candidate_sets, build_chai_dataset, episode_states, new_critic
 
@@ -267,3 +268,22 @@ def test_utterance_level_ilql_scores_a_reply_by_the_sum_of_its_advantages(propos
     assert scores[0, 1].item() == pytest.approx(float(expected), abs=1e-5)
     last_q = ILQLScorer(ilql, tokenizer, score="q")([conversation], [["Deal."]])
     assert last_q[0, 0].item() == pytest.approx(out.q_values.min(0).values[0, -1].item(), abs=1e-5)
+
+
+def test_proposals_sampled_in_several_batches_come_back_in_the_callers_order(proposal_lm):
+    """Across batches, conversations are sampled in order of prompt length; the replies and their
+    log-probabilities must come back in the order asked (near-zero temperature: the greedy replies)."""
+    from lmrl.envs.policies import GeneratePolicy
+
+    model, tokenizer = proposal_lm
+    conversations = [ROWS[0]["messages"][:4], ROWS[1]["messages"][:1], ROWS[0]["messages"][:2],
+                     ROWS[1]["messages"][:1] + [{"role": "assistant", "content": "$120."}, ROWS[1]["messages"][0]]]
+    lengths = [len(prompt_ids(tokenizer, c)) for c in conversations]
+    assert lengths != sorted(lengths)  # the sampling order differs from the callers'
+    torch.manual_seed(0)
+    replies, logp = sample_replies(model, tokenizer, conversations, k=1, temperature=1e-6, max_new_tokens=6,
+                                   batch_size=1)
+    greedy = GeneratePolicy(model, tokenizer, max_new_tokens=6)
+    assert [r[0] for r in replies] == [greedy([c])[0] for c in conversations]
+    one_by_one = [sample_replies(model, tokenizer, [c], k=1, temperature=1e-6, max_new_tokens=6)[1] for c in conversations]
+    torch.testing.assert_close(logp, torch.cat(one_by_one))
