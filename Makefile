@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock demo negotiation flight_booking real-model quickstart test venv-latest test-latest venv-floor test-floor lint \
+.PHONY: install lock demo negotiation flight_booking real-model benchmark quickstart test venv-latest test-latest venv-floor test-floor lint \
 	bench fetch-model clean
 
 install: $(VENV)/.installed
@@ -101,6 +101,11 @@ real-model: install
 		--out runs/smollm2/smollm2_steered --episodes $(REAL_EPISODES)
 	$(BIN)/lmrl compare runs/smollm2/smollm2_alone runs/smollm2/negotiation_chai runs/smollm2/smollm2_steered \
 		--plot runs/smollm2/compare.png
+
+# Every CPU recipe x 3 seeds (benchmarks/suites/default.yaml): one table with intervals over seeds and
+# episodes, LMRL-Gym's published numbers beside ours, runs/benchmark/benchmark.png. Resumes when interrupted.
+benchmark: install
+	$(BIN)/lmrl benchmark benchmarks/suites/default.yaml
 
 quickstart: install
 	$(BIN)/python examples/ilql_quickstart.py --out runs/quickstart

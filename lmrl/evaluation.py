@@ -160,7 +160,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
                           desc=f"Evaluating {Path(out_dir or checkpoint).name}")
     if state.num_processes > 1:
         results = sorted(gather_object(results), key=lambda result: result.seed)
-    score = score_episodes(results, task.anchors(data_return, **task_kwargs))
+    anchors = task.anchors(data_return, **task_kwargs)
+    score = score_episodes(results, anchors)
     report = {
         "run": Path(out_dir or checkpoint).name,
         "algorithm": script.algorithm,
@@ -170,6 +171,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         "processes": state.num_processes,
         "first_seed": seed,
         **score.as_dict(),
+        "anchors": {"minimum": anchors.minimum, "dataset": anchors.dataset, "best": anchors.best},
+        "returns": [r.total_reward for r in results],  # per episode, in seed order (for intervals over runs)
         "examples": [r.messages for r in results[:3]],
     }
     if state.is_main_process:

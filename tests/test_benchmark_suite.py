@@ -1,0 +1,77 @@
+"""`lmrl benchmark`: a suite of task x algorithm x seed runs, resumed when interrupted, summarized with
+intervals over seeds and episodes (the quick suite, in seconds)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmrl.benchmark import bootstrap_normalized, read_suite
+from lmrl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "benchmarks" / "suites" / "quick.yaml"
+
+
+def test_the_quick_suite_runs_resumes_and_prints_one_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(QUICK), "--output_dir", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert first.count("| task | algorithm |") == 1 and "| maze_fo | bc |" in first and "| maze_fo | ilql |" in first
+    assert "LMRL-Gym" in first and "99.9" in first
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("eval.json"))
+    assert runs == ["maze_fo/bc/seed0", "maze_fo/bc/seed1", "maze_fo/ilql/seed0", "maze_fo/ilql/seed1"]
+    data = [json.loads(line) for line in (out / "maze_fo" / "data" / "seed1.jsonl").read_text().splitlines()]
+    other = [json.loads(line) for line in (out / "maze_fo" / "data" / "seed0.jsonl").read_text().splitlines()]
+    assert len(data) == 40 and data != other  # each seed its own behaviour data
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert [r["seeds"] for r in summary["rows"]] == [[0, 1], [0, 1]]
+    assert (out / "benchmark.png").stat().st_size > 1000
+
+    # an interrupted suite: one run lost its evaluation, one never ran; the rest is reused
+    (out / "maze_fo" / "ilql" / "seed1" / "eval.json").unlink()
+    bc_eval = out / "maze_fo" / "bc" / "seed0" / "eval.json"
+    stamp = bc_eval.stat().st_mtime_ns
+    assert main(["benchmark", str(QUICK), "--output_dir", str(out)]) == 0
+    second = capsys.readouterr().out
+    assert second.count("evaluated before, skipped") == 3 and "training" not in second
+    assert "maze_fo/ilql seed 1: evaluating" in second and bc_eval.stat().st_mtime_ns == stamp
+    assert json.loads((out / "benchmark.json").read_text())["rows"] == summary["rows"]  # same runs, same table
+
+
+def _run(returns, dataset=-10.0):
+    return {"returns": returns, "anchors": {"minimum": -20.0, "dataset": dataset, "best": -4.0}}
+
+
+def test_intervals_cover_seeds_and_episodes_and_stay_inside_the_reachable_scores():
+    best = [_run([-4.0] * 50), _run([-4.0] * 49 + [-6.0])]  # near-optimal: the interval must not pass 100
+    mean, low, high = bootstrap_normalized(best)
+    assert high <= 100.0 and low < mean <= high and mean == pytest.approx((100 + 50 + 50 * 5.96 / 6) / 2)
+    steady = [_run([-10.0, -8.0] * 25), _run([-10.0, -8.0] * 25)]
+    apart = [_run([-10.0, -8.0] * 25), _run([-16.0, -14.0] * 25)]  # same episodes' spread, seeds disagree
+    _, s_low, s_high = bootstrap_normalized(steady)
+    _, a_low, a_high = bootstrap_normalized(apart)
+    assert a_high - a_low > 3 * (s_high - s_low)  # the seeds' disagreement widens the interval
+
+
+def test_a_suite_with_errors_names_the_place(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0]\ntasks:\n  t:\n    task: maze\n    data: {episodes: 5}\n    algorithms:\n"
+                   "      bc: recipes/maze/nope.yaml\n")
+    with pytest.raises(ValueError, match=r"tasks.t.algorithms.bc: no such recipe file recipes/maze/nope.yaml"):
+        read_suite(bad)
+    bad.write_text("seeds: [0]\ntasks:\n  t:\n    task: maze\n    data: {episodes: 5}\n    algorithms:\n"
+                   f"      plan: {{recipe: {QUICK}, checkpoint: calm}}\n")
+    with pytest.raises(ValueError, match="checkpoint 'calm' must name an algorithm listed before it"):
+        read_suite(bad)
+
+
+def test_the_default_suite_names_known_tasks_and_shipped_recipes():
+    from lmrl.envs.registry import get_task
+
+    suite = read_suite(ROOT / "benchmarks" / "suites" / "default.yaml")
+    assert suite.seeds == [0, 1, 2]
+    assert {t.name for t in suite.tasks} == {"maze_fo", "maze_po", "wordle", "negotiation", "flight_booking"}
+    for task in suite.tasks:
+        get_task(task.task)
