@@ -77,3 +77,29 @@ def test_solver_solves_and_its_reference_is_cached():
     assert all(solver.play(answer) <= 6 for answer in answers("eval")[:10])
     reference = solver_reference()
     assert -3.0 < reference["mean_return"] < -1.5 and reference["answers"] == 100
+
+
+def test_the_smaller_game_plays_on_the_most_frequent_words_with_spelled_guesses():
+    from lmrl.tasks.wordle import WordleEnv, generate_wordle_episodes, parse_history, vocabulary, wordle_anchors
+
+    words = vocabulary(200)
+    assert len(words) == 200 and words == vocabulary()[:200]
+    env = WordleEnv("eval", words=200)
+    assert set(env.answers) <= set(words) and len(env.answers) == 40
+    env.reset(seed=0)
+    guess = next(w for w in words if w != env.answer and w not in vocabulary()[200:])
+    spelled, plain = env.step(" ".join(guess))[0], WordleEnv("eval", words=200)
+    plain.reset(seed=0)
+    assert spelled == plain.step(guess.capitalize() + ".")[0] and "valid" not in spelled
+    outside = vocabulary()[500]
+    assert WordleEnv("eval", words=200).step(outside)[3] == {"invalid": True}  # a real word, not in this game
+
+    rows = generate_wordle_episodes(30, seed=1, progress=False, words=200, spelled=True)
+    replies = [m["content"] for r in rows for m in r.messages if m["role"] == "assistant"]
+    assert all(len(reply) == 9 and "".join(reply.split()) in words for reply in replies)
+    history = parse_history(rows[0].messages)
+    assert history and all(len(g) == 5 and g in words for g, _ in history)
+    anchors = wordle_anchors(-3.0, words=200)
+    assert -3.0 < anchors.best < 0 and anchors.best != wordle_anchors(-3.0).best
+    with pytest.raises(ValueError, match="words=5: choose between 10 and 2000"):
+        vocabulary(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from lmrl.envs import TaskAnchors
@@ -30,17 +31,27 @@ def solver_reference(recompute: bool = False) -> dict:
     return reference
 
 
-def wordle_anchors(dataset_return: float) -> TaskAnchors:
-    """0 = never solving (-6), 50 = the dataset's average return, 100 = the reference solver."""
-    return TaskAnchors(minimum=-float(GUESSES), dataset=dataset_return, best=solver_reference()["mean_return"])
+@lru_cache(maxsize=8)
+def _solver_return(words: int) -> float:
+    """The solver's average return on the first 100 evaluation answers of the `words`-word game."""
+    solver = Solver(vocabulary(words))
+    guesses = [solver.play(answer) for answer in answers("eval", words)[:REFERENCE_ANSWERS]]
+    return sum(-(g - 1) if g <= GUESSES else -float(GUESSES) for g in guesses) / len(guesses)
+
+
+def wordle_anchors(dataset_return: float, words: int | None = None) -> TaskAnchors:
+    """0 = never solving (-6), 50 = the dataset's average return, 100 = the reference solver (on the
+    smaller game's own words when `words` is set)."""
+    best = solver_reference()["mean_return"] if words is None else _solver_return(words)
+    return TaskAnchors(minimum=-float(GUESSES), dataset=dataset_return, best=best)
 
 
 TASK = Task(
     "wordle",
-    make_env=lambda split="eval", **_: WordleEnv(split),
+    make_env=lambda split="eval", words=None, **_: WordleEnv(split, words),
     make_data=lambda n, seed=0, progress=True, **kwargs: generate_wordle_episodes(n, seed=seed, progress=progress,
                                                                                  **kwargs),
-    anchors=lambda dataset_return, **_: wordle_anchors(dataset_return),
+    anchors=lambda dataset_return, words=None, **_: wordle_anchors(dataset_return, words),
     max_turns=GUESSES,
     max_new_tokens=4,
 )

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from lmrl.envs import EpisodeResult, rollout
 
 from .env import WordleEnv
-from .game import GUESSES, consistent_indices, encode_words, vocabulary
+from .game import GUESSES, consistent_indices, encode_words, read_guess, spell, vocabulary
 
 
 def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
@@ -20,35 +20,38 @@ def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
         if reply["role"] == "assistant" and observation["role"] == "user":
             pattern = observation["content"].replace(" ", "")
             if len(pattern) == 5 and set(pattern) <= set("gyb"):
-                history.append((reply["content"].strip().lower(), pattern))
+                history.append((read_guess(reply["content"]), pattern))
     return history
 
 
 class WordleBehaviourPolicy:
-    def __init__(self, random_share: float = 0.3, seed: int = 0):
+    def __init__(self, random_share: float = 0.3, seed: int = 0, words: int | None = None, spelled: bool = False):
         self.random_share = random_share
         self.rng = random.Random(seed)
-        self.words = vocabulary()
+        self.words = vocabulary(words)
         self.encoded = encode_words(self.words)
+        self.write = spell if spelled else str
 
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         replies = []
         for conversation in conversations:
             if self.rng.random() < self.random_share:
-                replies.append(self.rng.choice(self.words))
+                replies.append(self.write(self.rng.choice(self.words)))
                 continue
             history = parse_history(conversation)
             options = consistent_indices(self.encoded, history)
-            replies.append(self.words[self.rng.choice(options)] if len(options) else self.rng.choice(self.words))
+            word = self.words[self.rng.choice(options)] if len(options) else self.rng.choice(self.words)
+            replies.append(self.write(word))
         return replies
 
 
-def generate_wordle_episodes(n: int, random_share: float = 0.3, seed: int = 0, progress: bool = True
-                             ) -> list[EpisodeResult]:
-    """`n` behaviour episodes on the training answers."""
-    policy = WordleBehaviourPolicy(random_share, seed)
+def generate_wordle_episodes(n: int, random_share: float = 0.3, seed: int = 0, progress: bool = True,
+                             words: int | None = None, spelled: bool = False) -> list[EpisodeResult]:
+    """`n` behaviour episodes on the training answers; `words=N`: the game on the N most frequent words;
+    `spelled`: guesses written one letter at a time ("c r a n e")."""
+    policy = WordleBehaviourPolicy(random_share, seed, words, spelled)
     seeds = [seed * 1_000_003 + i for i in range(n)]
     results = []
     for start in tqdm(range(0, n, 256), desc="Wordle behaviour episodes", disable=not progress, leave=False):
-        results += rollout(lambda: WordleEnv("train"), policy, seeds[start : start + 256], GUESSES, progress=False)
+        results += rollout(lambda: WordleEnv("train", words), policy, seeds[start : start + 256], GUESSES, progress=False)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from .game import GUESSES, answers, feedback, vocabulary
+from .game import GUESSES, answers, feedback, read_guess, vocabulary
 
 SYSTEM_PROMPT = (
     "Let's play Wordle. Guess the secret 5-letter word in 6 tries. After each guess you see one letter "
@@ -13,9 +13,10 @@ SYSTEM_PROMPT = (
 
 
 class WordleEnv:
-    """Reply with a 5-letter word. Feedback is shown as e.g. `b y g b b`. A guess that is not in the
+    """Reply with a 5-letter word (or its letters spaced out, `c r a n e`). Feedback is shown as e.g. `b y g b b`. A guess that is not in the
     word list costs -1 and uses up a try (the feedback says so); the answer costs 0 and ends the game.
-    Returns are therefore -(guesses - 1) when solved and -6 when not.
+    Returns are therefore -(guesses - 1) when solved and -6 when not. `words=N` plays a smaller game on
+    the list's N most frequent words (guesses and answers).
 
     Example:
         ```python
@@ -29,9 +30,9 @@ class WordleEnv:
 
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, split: str = "eval"):
-        self.answers = answers(split)
-        self.valid = frozenset(vocabulary())
+    def __init__(self, split: str = "eval", words: int | None = None):
+        self.answers = answers(split, words)
+        self.valid = frozenset(vocabulary(words))
         self.answer = self.answers[0]
         self.history: list[tuple[str, str]] = []
         self.tries = 0
@@ -43,7 +44,7 @@ class WordleEnv:
         return "Your first guess?"
 
     def step(self, text: str) -> tuple[str, float, bool, dict]:
-        word = text.strip().lower().rstrip(".!")
+        word = read_guess(text)  # "crane", "Crane." or spelled out, "c r a n e"
         self.tries += 1
         out_of_tries = self.tries >= GUESSES
         if word not in self.valid:

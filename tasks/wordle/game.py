@@ -13,15 +13,31 @@ WORD_FILE = Path(__file__).with_name("words.txt")
 GUESSES = 6
 
 
-@lru_cache(maxsize=1)
-def vocabulary() -> tuple[str, ...]:
-    """The 2,000 valid words (see make_word_list.py for how the list was made)."""
-    return tuple(WORD_FILE.read_text().split())
+@lru_cache(maxsize=8)
+def vocabulary(size: int | None = None) -> tuple[str, ...]:
+    """The valid words: the 2,000 of the list (see make_word_list.py for how it was made), most frequent
+    first, or its first `size` (a smaller game, e.g. for a CPU: guesses and answers both come from them)."""
+    words = tuple(WORD_FILE.read_text().split())
+    if size is None:
+        return words
+    if not 10 <= size <= len(words):
+        raise ValueError(f"words={size}: choose between 10 and {len(words)} (the list's length), or None for all.")
+    return words[:size]
 
 
-def answers(split: str = "all") -> tuple[str, ...]:
+def spell(word: str) -> str:
+    """A guess written one letter at a time ("c r a n e"), so that a tokenizer gives each letter a token."""
+    return " ".join(word)
+
+
+def read_guess(text: str) -> str:
+    """The word a reply guesses: lower case, spaces between letters and a final period dropped."""
+    return "".join(text.strip().lower().rstrip(".!").split())
+
+
+def answers(split: str = "all", size: int | None = None) -> tuple[str, ...]:
     """Secret words: every 5th word of the list is held out for evaluation."""
-    words = vocabulary()
+    words = vocabulary(size)
     if split == "eval":
         return words[::5]
     if split == "train":
