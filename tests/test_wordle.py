@@ -80,7 +80,13 @@ def test_solver_solves_and_its_reference_is_cached():
 
 
 def test_the_smaller_game_plays_on_the_most_frequent_words_with_spelled_guesses():
-    from lmrl.tasks.wordle import WordleEnv, generate_wordle_episodes, parse_history, vocabulary, wordle_anchors
+    from lmrl.tasks.wordle import (
+        WordleEnv,
+        generate_wordle_episodes,
+        parse_history,
+        vocabulary,
+        wordle_anchors,
+    )
 
     words = vocabulary(200)
     assert len(words) == 200 and words == vocabulary()[:200]
