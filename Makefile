@@ -86,6 +86,7 @@ flight_booking: install
 # About 40 minutes on 2 CPU cores (most of it SmolLM2 sampling proposals and decoding).
 REAL_EPISODES ?= 100
 real-model: install
+	mkdir -p runs
 	$(BIN)/lmrl fetch-model smollm2 > runs/smollm2-path.txt
 	$(BIN)/lmrl make-data negotiation --episodes 2000 --out runs/data/negotiation.jsonl
 	$(BIN)/lmrl make-data negotiation --episodes 120 --out runs/data/negotiation_120.jsonl

@@ -53,7 +53,7 @@ TASK = Task(
                                                                                  **kwargs),
     anchors=lambda dataset_return, words=None, **_: wordle_anchors(dataset_return, words),
     max_turns=GUESSES,
-    max_new_tokens=4,
+    max_new_tokens=12,  # a spelled guess ("c r a n e") takes 5 tokens and the end of the turn
 )
 
 __all__ = ["Solver", "TASK", "WordleBehaviourPolicy", "WordleEnv", "answers", "feedback", "generate_wordle_episodes",
