@@ -38,7 +38,7 @@ def test_a_setting_the_trainer_config_sets_overrides_the_models_and_is_logged(to
         trainer = ILQLTrainer(model=model, args=_args(ILQLConfig, tmp_path, beta=2.0), train_dataset=ROWS,
                               processing_class=tokenizer)
     assert trainer.model.config.beta == 2.0 and trainer.model.config.guidance_top_k == 7
-    assert "ILQLConfig sets beta=2.0; the model had 8.0" in caplog.text
+    assert "ILQLConfig sets beta=2.0 (the model had 8.0)" in caplog.text
     assert "guidance_top_k" not in caplog.text  # an unset field changes nothing and logs nothing
 
 
