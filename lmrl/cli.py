@@ -95,6 +95,9 @@ class ScriptArguments:
                              "task's user simulator (0 = no planning)."}
     )
     plan_horizon: int = field(default=2, metadata={"help": "Agent turns each planning simulation looks ahead."})
+    plan_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the planning candidates (beside the greedy one)."}
+    )
     plan_user_model: str | None = field(
         default=None,
         metadata={"help": "Plan with a learned user model instead of the task's simulator: a causal LM trained on "

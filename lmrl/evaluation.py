@@ -149,8 +149,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
         user = learned_user(script, config, task, state.device) if script.plan_user_model else None
         policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
-                                max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None),
-                                user=user)
+                                temperature=script.plan_temperature, max_new_tokens=task.max_new_tokens,
+                                max_length=getattr(config, "max_length", None), user=user)
     else:
         model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
