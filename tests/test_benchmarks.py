@@ -73,3 +73,14 @@ def test_paper_layout_trains_policy_and_value_trunks_while_the_target_trunk_only
     target, value = dict(layout.target_trunk.named_parameters())[name], dict(layout.value_trunk.named_parameters())[name]
     start = before[f"target_trunk.{name}"]
     torch.testing.assert_close(target, 0.995 * start + 0.005 * value)
+
+
+def test_bench_can_measure_one_shape_and_names_the_shapes_it_knows():
+    from lmrl.bench.run import only
+    from lmrl.bench.shapes import FULL, SMOLLM2
+
+    plan = only(FULL, ["smollm2-135m"])
+    assert plan.shapes == () and plan.lora_shapes == (SMOLLM2,) and not plan.scaling
+    assert only(FULL, ["gpt2-small", "llama-128k"]).scaling and not only(FULL, ["gpt2-small"]).scaling
+    with pytest.raises(ValueError, match="--shape gpt3: no such shape in the full plan; choose from gpt2-small"):
+        only(FULL, ["gpt3"])

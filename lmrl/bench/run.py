@@ -6,6 +6,7 @@ import gc
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -210,17 +211,32 @@ def run(plan: Plan, device: torch.device) -> list[Row]:
     for shape in plan.shapes:
         rows += bench_shape(shape, plan.workload, device, compare_chunking=shape is plan.scaling_shape)
         gc.collect()
-    rows += scaling_rows(plan.scaling_shape, plan.workload, device)
+    if plan.scaling:
+        rows += scaling_rows(plan.scaling_shape, plan.workload, device)
     for shape in plan.lora_shapes:
         gc.collect()
         rows += lora_shape_rows(shape, plan.workload, device)
     return rows
 
 
+def only(plan: Plan, names: list[str]) -> Plan:
+    """The plan restricted to the shapes named (the scaling rows go with the plan's scaling shape)."""
+    known = [s.name for s in (*plan.shapes, *plan.lora_shapes)]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"--shape {', '.join(unknown)}: no such shape in the {plan.mode} plan; choose from "
+                         f"{', '.join(known)}.")
+    shapes = tuple(s for s in plan.shapes if s.name in names)
+    return replace(plan, shapes=shapes, lora_shapes=tuple(s for s in plan.lora_shapes if s.name in names),
+                   scaling=plan.scaling and bool(plan.shapes) and plan.scaling_shape in shapes)
+
+
 def main(quick: bool = False, threads: int | None = None, device: str | None = None,
-         output: str | Path | None = None, command: str = "lmrl bench") -> int:
+         output: str | Path | None = None, command: str = "lmrl bench", shapes: list[str] | None = None) -> int:
     """Run the benchmark, print its table and write it as JSON; see `lmrl bench --help`."""
     plan = QUICK if quick else FULL
+    if shapes:
+        plan = only(plan, shapes)
     threads = threads or (1 if quick else None)  # tiny ops gain nothing from a second thread
     if threads:
         torch.set_num_threads(threads)

@@ -72,6 +72,7 @@ class Plan:
     # pretrained shapes measured with real weights when `lmrl fetch-model` has them (same shape otherwise):
     # decode plain / guided, and training steps with a LoRA adapter (BC vs ILQL), as users train them
     lora_shapes: tuple[ModelShape, ...] = ()
+    scaling: bool = True  # the vocabulary / length scaling rows, on the last of `shapes`
 
     @property
     def scaling_shape(self) -> ModelShape:
