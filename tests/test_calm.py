@@ -126,7 +126,6 @@ def _planner(horizon, user=None):
     planner = PlanningPolicy.__new__(PlanningPolicy)  # no model: candidates and continuations scripted
     planner.horizon, planner.gamma = horizon, 1.0
     planner.user = user or SimulatedUser()
-    planner.needs_envs = planner.user.needs_envs
     planner.propose = lambda conversations: [["go", "stop"] if c[-1]["content"] == "ready" else ["stop", "setup"]
                                              for c in conversations]
     planner.continue_ = lambda conversations: ["go" for _ in conversations]

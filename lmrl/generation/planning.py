@@ -58,10 +58,9 @@ class LearnedUser:
 
     def __init__(self, user_model, user_tokenizer, value_model, value_tokenizer,
                  ends_episode: Callable[[str], bool], max_new_tokens: int = 24, max_length: int | None = None):
-        self.user = GeneratePolicy(user_model, user_tokenizer, max_new_tokens=max_new_tokens)
+        self.user = GeneratePolicy(user_model, user_tokenizer, max_new_tokens=max_new_tokens, max_length=max_length)
         self.scorer = ILQLScorer(value_model, value_tokenizer, score="q")
         self.ends_episode = ends_episode
-        self.max_length = max_length
 
     def fork(self, env):
         return None
@@ -115,8 +114,12 @@ class PlanningPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
         self.user = user if user is not None else SimulatedUser()
-        self.needs_envs = self.user.needs_envs
         self.greedy = GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens)
+
+    @property
+    def needs_envs(self) -> bool:
+        """Whether `rollout` must hand over the environments (the simulator is planned with)."""
+        return self.user.needs_envs
 
     def propose(self, conversations: list[list[dict]]) -> list[list[str]]:
         """N candidates per conversation: the greedy reply and N - 1 samples."""
