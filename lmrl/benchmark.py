@@ -11,6 +11,8 @@ tasks:
     task: maze
     data: {episodes: 1000, options: {layout: ring}}
     overrides: {num_train_epochs: 8}           # optional, for every recipe of the task
+    # data may also say labeled_share: 0.1 with unlabeled: keep (the rest marked "labeled": false,
+    # rewards removed; train them with the override unlabeled_reward: 0.0) or unlabeled: drop
     algorithms:
       bc: recipes/maze/bc.yaml
       ilql: recipes/maze/ilql.yaml
@@ -106,7 +108,17 @@ def read_suite(path: str | Path, output_dir: str | None = None) -> Suite:
             if algo.checkpoint and algo.checkpoint not in names[: names.index(algo.name)]:
                 raise ValueError(f"{where}.algorithms.{algo.name}: checkpoint '{algo.checkpoint}' must name an "
                                  "algorithm listed before it.")
-        tasks.append(TaskSpec(name, _need(spec, "task", where), _need(spec, "data", where), algorithms,
+        data = _need(spec, "data", where)
+        extra = set(data) - {"episodes", "options", "labeled_share", "unlabeled"}
+        if extra:
+            raise ValueError(f"{where}.data: unknown field(s) {', '.join(sorted(extra))}; valid: episodes, options, "
+                             "labeled_share, unlabeled.")
+        if data.get("unlabeled", "keep") not in ("keep", "drop"):
+            raise ValueError(f"{where}.data.unlabeled must be 'keep' or 'drop', got {data['unlabeled']!r}.")
+        if "unlabeled" in data and "labeled_share" not in data:
+            raise ValueError(f"{where}.data: 'unlabeled' needs 'labeled_share' (the share of episodes that keep "
+                             "their rewards).")
+        tasks.append(TaskSpec(name, _need(spec, "task", where), data, algorithms,
                               spec.get("overrides") or {}, spec.get("reference")))
     return Suite(Path(output_dir or raw.get("output_dir", "runs/benchmark")), seeds, int(raw.get("episodes", 100)),
                  tasks, str(path))
@@ -118,6 +130,13 @@ def _fill(value, runs: dict[str, Path], data: Path):
     for name, folder in runs.items():
         value = value.replace(f"{{run:{name}}}", str(folder))
     return value.replace("{data}", str(data))
+
+
+def _unlabel_file(path: Path, labeled_share: float, seed: int, keep: bool) -> None:
+    from .data import unlabel
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path.write_text("".join(json.dumps(row) + "\n" for row in unlabel(rows, labeled_share, seed, keep)))
 
 
 def run_suite(suite: Suite, log=print) -> list[dict]:
@@ -134,6 +153,9 @@ def run_suite(suite: Suite, log=print) -> list[dict]:
                 log(f"[benchmark] {task.name} seed {seed}: making data")
                 make_data(task.task, int(task.data.get("episodes", 1000)), str(data) + ".partial", seed,
                           dict(task.data.get("options") or {}))
+                if "labeled_share" in task.data:
+                    _unlabel_file(Path(str(data) + ".partial"), float(task.data["labeled_share"]), seed,
+                                  task.data.get("unlabeled", "keep") == "keep")
                 Path(str(data) + ".partial").replace(data)  # whole or absent: a resumed suite never reads half a file
             for algo in task.algorithms:
                 out = runs[algo.name]

@@ -7,14 +7,20 @@ from pathlib import Path
 
 import torch
 
-from .data import load_episodes, validate_row
+from .data import is_unlabeled, load_episodes, validate_row
 from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
 from .envs.registry import get_task
 
 
 def dataset_returns(source) -> list[float]:
-    """Every episode's return (their mean is the 50 anchor of the normalized score)."""
-    return [validate_row(row, i).total_reward for i, row in enumerate(load_episodes(source))]
+    """Every labelled episode's return (their mean is the 50 anchor of the normalized score); episodes
+    marked `"labeled": false` have none and are left out of it."""
+    rows = load_episodes(source)
+    returns = [validate_row(row, i).total_reward for i, row in enumerate(rows) if not is_unlabeled(row)]
+    if not returns:
+        raise ValueError(f"{source}: every episode is unlabeled ('labeled': false), so the data has no average "
+                         "return to anchor the normalized score; label some of them.")
+    return returns
 
 
 def _checkpoint_dir(checkpoint: str | Path) -> Path:

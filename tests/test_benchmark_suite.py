@@ -67,6 +67,31 @@ def test_a_suite_with_errors_names_the_place(tmp_path):
         read_suite(bad)
 
 
+def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_path, monkeypatch):
+    """UDS in a suite: the same seed's episodes, a labelled share kept, the rest stripped of rewards
+    and marked (kept, trained at unlabeled_reward) or dropped; both anchor on the labelled episodes."""
+    monkeypatch.chdir(ROOT)
+    suite = tmp_path / "uds.yaml"
+    suite.write_text(
+        f"output_dir: {tmp_path / 'out'}\nseeds: [0]\nepisodes: 4\ntasks:\n"
+        "  keep:\n    task: maze\n    data: {episodes: 20, labeled_share: 0.25, unlabeled: keep}\n"
+        "    overrides: {max_steps: 2, unlabeled_reward: 0.0}\n    algorithms: {ilql: recipes/maze/ilql.yaml}\n"
+        "  drop:\n    task: maze\n    data: {episodes: 20, labeled_share: 0.25, unlabeled: drop}\n"
+        "    overrides: {max_steps: 2}\n    algorithms: {ilql: recipes/maze/ilql.yaml}\n")
+    assert main(["benchmark", str(suite)]) == 0
+    rows = {name: [json.loads(line) for line in (tmp_path / "out" / name / "data" / "seed0.jsonl").read_text().splitlines()]
+            for name in ("keep", "drop")}
+    assert len(rows["keep"]) == 20 and len(rows["drop"]) == 5
+    assert [r for r in rows["keep"] if r.get("labeled") is not False] == rows["drop"]
+    reports = [json.loads((tmp_path / "out" / name / "ilql" / "seed0" / "eval.json").read_text()) for name in ("keep", "drop")]
+    assert reports[0]["anchors"] == reports[1]["anchors"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0]\ntasks:\n  t:\n    task: maze\n    data: {episodes: 5, unlabeled: keep}\n"
+                   "    algorithms: {bc: recipes/maze/bc.yaml}\n")
+    with pytest.raises(ValueError, match="tasks.t.data: 'unlabeled' needs 'labeled_share'"):
+        read_suite(bad)
+
+
 def test_the_default_suite_names_known_tasks_and_shipped_recipes():
     from lmrl.envs.registry import get_task
 

@@ -450,3 +450,61 @@ def test_an_episode_converts_to_and_from_chat_messages_in_one_place():
     assert Episode.from_messages(with_rewards) == Episode(episode.turns)
     with pytest.warns(FutureWarning, match=r"messages\(rewards=True\)"):
         assert episode.as_messages() == with_rewards
+
+
+# ---------------------------------------------------------------- unlabeled episodes (UDS)
+UNLABELED = {"messages": [{k: v for k, v in m.items() if k != "reward"} for m in MESSAGES], "labeled": False}
+
+
+def test_an_unlabeled_row_is_refused_unless_a_reward_for_it_is_given():
+    with pytest.raises(ValueError, match=r"row 7: the row is unlabeled .*Set unlabeled_reward"):
+        validate_row(UNLABELED, 7)
+    episode = validate_row(UNLABELED, 7, unlabeled_reward=0.0)
+    assert [t.reward for t in episode.turns] == [0.0, 0.0, 0.0, 0.0]
+    episode = validate_row(UNLABELED, 7, unlabeled_reward=-1.0)  # each assistant turn, as UDS labels each step
+    assert [t.reward for t in episode.turns] == [0.0, -1.0, 0.0, -1.0]
+    assert validate_row({"messages": MESSAGES}, 0, unlabeled_reward=-1.0).total_reward == 1.5  # labelled: untouched
+
+
+def test_an_unlabeled_row_may_carry_no_reward_and_its_marker_is_a_boolean():
+    with pytest.raises(ValueError, match=r"row 2: field 'messages\[1\].reward' is set on a row marked 'labeled': false"):
+        validate_row({"messages": MESSAGES, "labeled": False}, 2, unlabeled_reward=0.0)
+    with pytest.raises(ValueError, match="row 2: field 'reward' is set"):
+        validate_row({**UNLABELED, "reward": 1.0}, 2, unlabeled_reward=0.0)
+    with pytest.raises(ValueError, match="row 3: field 'labeled' must be true or false, got 'no'"):
+        validate_row({**UNLABELED, "labeled": "no"}, 3)
+
+
+def test_unlabel_keeps_the_same_labelled_share_whether_the_rest_is_kept_or_dropped():
+    from lmrl.data import is_unlabeled, unlabel
+
+    rows = [{"messages": MESSAGES, "id": i} for i in range(20)]
+    kept, dropped = unlabel(rows, 0.25, seed=3), unlabel(rows, 0.25, seed=3, keep_unlabeled=False)
+    labelled = [r["id"] for r in kept if not is_unlabeled(r)]
+    assert len(kept) == 20 and len(labelled) == 5 and labelled == [r["id"] for r in dropped]
+    assert all("reward" not in m for r in kept if is_unlabeled(r) for m in r["messages"])
+    assert labelled != [r["id"] for r in unlabel(rows, 0.25, seed=4) if not is_unlabeled(r)]
+    with pytest.raises(ValueError, match="labeled_share must be in"):
+        unlabel(rows, 0.0)
+
+
+def test_prepare_dataset_gives_unlabeled_episodes_their_reward_from_a_jsonl_file(tmp_path, plain_tokenizer):
+    """Through a file, as `load_dataset` reads it (absent fields come back as null)."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"messages": MESSAGES}) + "\n" + json.dumps(UNLABELED) + "\n")
+    with pytest.raises(ValueError, match="row 1: the row is unlabeled"):
+        prepare_dataset(str(path), plain_tokenizer)
+    data = prepare_dataset(str(path), plain_tokenizer, unlabeled_reward=-0.5)
+    assert data["returns"] == [1.5, -1.0]
+    assert sum(data[1]["rewards"]) == -1.0 and sum(data[0]["rewards"]) == 1.5
+
+
+def test_the_normalized_score_anchors_on_the_labelled_episodes_only(tmp_path):
+    from lmrl.evaluation import dataset_returns
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"messages": MESSAGES}) + "\n" + json.dumps(UNLABELED) + "\n")
+    assert dataset_returns(str(path)) == [1.5]
+    path.write_text(json.dumps(UNLABELED) + "\n")
+    with pytest.raises(ValueError, match="every episode is unlabeled"):
+        dataset_returns(str(path))

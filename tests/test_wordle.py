@@ -109,3 +109,24 @@ def test_the_smaller_game_plays_on_the_most_frequent_words_with_spelled_guesses(
     assert -3.0 < anchors.best < 0 and anchors.best != wordle_anchors(-3.0).best
     with pytest.raises(ValueError, match="words=5: choose between 10 and 2000"):
         vocabulary(5)
+
+
+def test_letters_feedback_pairs_each_guessed_letter_with_its_colour_and_plays_the_same_game():
+    from lmrl.tasks.wordle.game import read_feedback, show_feedback
+
+    assert show_feedback("crane", "bygbb") == "b y g b b"
+    assert show_feedback("crane", "bygbb", "letters") == "cb ry ag nb eb"
+    assert read_feedback("cb ry ag nb eb") == read_feedback("b y g b b") == "bygbb"
+    assert read_feedback("Not a valid word; guess a 5-letter English word.") is None
+    with pytest.raises(ValueError, match="feedback='colours': choose one of pattern, letters"):
+        WordleEnv("eval", feedback="colours")
+    plain, letters = WordleEnv("eval", words=100), WordleEnv("eval", words=100, feedback="letters")
+    plain.reset(seed=3), letters.reset(seed=3)
+    guess = next(w for w in vocabulary(100) if w != plain.answer)
+    seen, shown = plain.step(guess)[0], letters.step(" ".join(guess))[0]
+    assert shown == " ".join(a + b for a, b in zip(guess, seen.split()))
+    rows = generate_wordle_episodes(20, seed=2, progress=False, words=100, spelled=True, feedback="letters")
+    same = generate_wordle_episodes(20, seed=2, progress=False, words=100, spelled=True)
+    assert [r.total_reward for r in rows] == [r.total_reward for r in same]  # the same games, shown differently
+    history = parse_history(rows[0].messages)
+    assert history and history == parse_history(same[0].messages)

@@ -107,13 +107,15 @@ def prepare_dataset(
     transform: Callable[[Episode], Episode] | None = None,
     extra_columns: Callable[[dict, Episode, dict], dict] | None = None,
     truncation_mode: str = "keep_end",
+    unlabeled_reward: float | None = None,
 ) -> Dataset:
     """Validate and tokenize every row into `input_ids, attention_mask, action_mask, rewards, dones`
     (plus `returns`, the episode's total reward, and `truncated`). `transform` may rewrite each
     validated episode first (e.g. to add a return to condition on); `extra_columns(row, episode,
     tokenized)` may add columns computed from the raw row and its tokens. Episodes longer than
     `max_length` are truncated from the left (`truncation_mode="keep_end"`, counted in the log) or
-    raise a `ValueError` naming the row (`truncation_mode="error"`)."""
+    raise a `ValueError` naming the row (`truncation_mode="error"`). Rows marked `"labeled": false`
+    get `unlabeled_reward` on each assistant turn (without it they raise, naming the row)."""
     source = dataset
     dataset = load_episodes(dataset)
     if len(dataset) == 0:
@@ -122,7 +124,7 @@ def prepare_dataset(
     strict = truncation_mode == "error" and max_length is not None
 
     def encode(row, index):
-        episode = validate_row(row, index)
+        episode = validate_row(row, index, unlabeled_reward)
         if transform is not None:
             episode = transform(episode)
         tokens = tokenize_episode(tokenizer, episode, None if strict else max_length)

@@ -8,6 +8,10 @@ Assistant messages are actions; `reward` on one is received right after it. A ro
 is added to the last assistant message. `done=false` marks a truncated episode. Single-turn rows
 `{"prompt", "completion", "reward"}` are accepted too. Every malformed row raises a `ValueError`
 that names the row and the field.
+
+`"labeled": false` marks an episode logged without rewards (it may carry none). Such rows are
+refused unless the caller gives `unlabeled_reward`, the reward each of their assistant turns then
+gets: 0.0 for UDS (Yu et al., 2022), which labels reward-free data with the task's minimum reward.
 """
 
 from __future__ import annotations
@@ -123,11 +127,20 @@ def _messages(value, where: str, name: str, default_role: str) -> list[Turn]:
     return turns
 
 
-def validate_row(row, index: int | None = None) -> Episode:
-    """Check one row and return it as an [`Episode`]; raise `ValueError` naming row and field."""
+def is_unlabeled(row: Mapping) -> bool:
+    """Whether a row is marked as logged without rewards (`"labeled": false`)."""
+    return row.get("labeled") is False
+
+
+def validate_row(row, index: int | None = None, unlabeled_reward: float | None = None) -> Episode:
+    """Check one row and return it as an [`Episode`]; raise `ValueError` naming row and field.
+    An unlabeled row (`"labeled": false`) needs `unlabeled_reward`, which each of its assistant
+    turns gets."""
     where = _where(index)
     if not isinstance(row, Mapping):
         raise ValueError(f"{where}: expected an object with 'messages', got {type(row).__name__}.")
+    if row.get("labeled") is not None and not isinstance(row["labeled"], bool):
+        raise ValueError(f"{where}: field 'labeled' must be true or false, got {row['labeled']!r}.")
     if row.get("messages") is not None:
         turns = _messages(row["messages"], where, "messages", default_role="user")
     elif row.get("prompt") is not None or row.get("completion") is not None:
@@ -149,6 +162,18 @@ def validate_row(row, index: int | None = None) -> Episode:
         raise ValueError(
             f"{where}: field 'messages' has no assistant turn, so there is no action to learn from."
         )
+    if is_unlabeled(row):
+        rewarded = [f"messages[{i}].reward" for i, m in enumerate(row.get("messages") or []) if isinstance(m, Mapping)
+                    and m.get("reward") is not None] + (["reward"] if row.get("reward") is not None else [])
+        if rewarded:
+            raise ValueError(f"{where}: field '{rewarded[0]}' is set on a row marked 'labeled': false; an unlabeled "
+                             "episode carries no reward. Drop the reward or the marker.")
+        if unlabeled_reward is None:
+            raise ValueError(f"{where}: the row is unlabeled ('labeled': false), so it has no reward to learn from. "
+                             "Set unlabeled_reward (e.g. 0.0: UDS labels reward-free episodes with the minimum "
+                             "reward) to give each of its assistant turns that reward, or drop the row.")
+        for i in actions:
+            turns[i].reward = float(unlabeled_reward)
     row_reward = _reward(row.get("reward"), where, "reward")
     turns[actions[-1]].reward += row_reward
 
@@ -158,6 +183,29 @@ def validate_row(row, index: int | None = None) -> Episode:
     if not isinstance(done, bool):
         raise ValueError(f"{where}: field 'done' must be true or false, got {done!r}.")
     return Episode(turns=turns, done=done)
+
+
+def unlabel(rows: list[dict], labeled_share: float, seed: int = 0, keep_unlabeled: bool = True) -> list[dict]:
+    """A labelled share of `rows` and the rest as if logged without rewards: a random
+    `1 - labeled_share` of the episodes lose every reward and are marked `"labeled": false`
+    (`keep_unlabeled=False` drops them instead, leaving the labelled share alone). The same seed
+    picks the same labelled episodes either way, so the two datasets compare like for like."""
+    import random
+
+    if not 0.0 < labeled_share <= 1.0:
+        raise ValueError(f"labeled_share must be in (0, 1], got {labeled_share}.")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    labeled = set(order[: max(1, round(labeled_share * len(rows)))])
+    out = []
+    for i, row in enumerate(rows):
+        if i in labeled:
+            out.append(row)
+        elif keep_unlabeled:
+            stripped = {k: v for k, v in row.items() if k != "reward"}
+            stripped["messages"] = [{k: v for k, v in m.items() if k != "reward"} for m in row["messages"]]
+            out.append({**stripped, "labeled": False})
+    return out
 
 
 USER_SIDE_SYSTEM = "You are the user in this conversation. Reply as the user would."

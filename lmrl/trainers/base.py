@@ -36,6 +36,8 @@ class LMRLConfig(TrainingArguments):
         truncation_mode: `"keep_end"` truncates long episodes as above and counts them in the log;
             `"error"` stops at the first one, naming its row.
         dataset_num_proc: processes used to tokenize the dataset.
+        unlabeled_reward: the reward each assistant turn of an unlabeled episode (`"labeled": false`)
+            gets; 0.0 is UDS (Yu et al., 2022). `None` refuses unlabeled rows, naming the first.
 
     Parameters that control the training:
         loss_chunk_size: tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), each
@@ -66,6 +68,11 @@ class LMRLConfig(TrainingArguments):
         default="error",
         metadata={"help": "A NaN/inf loss term or gradient norm: 'error' stops training naming the step and the "
                   "term; 'skip' skips that optimizer step (no update) and logs nonfinite_skipped_steps."},
+    )
+    unlabeled_reward: float | None = field(
+        default=None,
+        metadata={"help": "Reward for each assistant turn of episodes marked 'labeled': false (UDS: 0.0, the minimum "
+                  "reward). None: such rows are an error."},
     )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Number of processes used to tokenize the dataset."}
@@ -257,7 +264,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         if "input_ids" not in getattr(dataset, "column_names", []):
             dataset = prepare_dataset(
                 dataset, tokenizer, args.max_length, args.dataset_num_proc, self._episode_transform(args),
-                truncation_mode=args.truncation_mode,
+                truncation_mode=args.truncation_mode, unlabeled_reward=args.unlabeled_reward,
             )
         return check_tokenized(dataset)
 

@@ -131,7 +131,7 @@ class CALMTrainer(LMRLTrainer):
                     "outcome_query": max(0, last_start - 1)}
 
         dataset = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc, extra_columns=columns,
-                                  truncation_mode=args.truncation_mode)
+                                  truncation_mode=args.truncation_mode, unlabeled_reward=args.unlabeled_reward)
         cut = sum(dataset["truncated"])
         if cut:
             logger.warning("CALM: %d of %d dialogues are longer than max_length=%s, so part of their context "

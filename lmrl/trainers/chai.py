@@ -93,7 +93,7 @@ class CHAIConfig(LMRLConfig):
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
 
 
-def episode_states(rows) -> tuple[list[list[dict]], list[dict]]:
+def episode_states(rows, unlabeled_reward: float | None = None) -> tuple[list[list[dict]], list[dict]]:
     """Every state the critic is trained on, and one transition per assistant turn.
 
     A state is the conversation before an agent turn. Transition `{state, reply, reward, done,
@@ -102,7 +102,7 @@ def episode_states(rows) -> tuple[list[list[dict]], list[dict]]:
     states: list[list[dict]] = []
     transitions: list[dict] = []
     for index, row in enumerate(rows):
-        episode = validate_row(row, index)
+        episode = validate_row(row, index, unlabeled_reward)
         messages = episode.messages()
         actions = [i for i, t in enumerate(episode.turns) if t.is_action]
         first = len(states)
@@ -171,7 +171,7 @@ def _model_fingerprint(model) -> str:
 def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, features=None,
                        progress: bool = True) -> CHAITransitions:
     """Sample proposals, embed contexts and replies, compute features; cached by content."""
-    states, transitions = episode_states(rows)
+    states, transitions = episode_states(rows, args.unlabeled_reward)
     key_source = json.dumps({
         "states": states, "transitions": transitions, "model": _model_fingerprint(proposal_model),
         "k": args.num_proposals, "temperature": args.proposal_temperature, "seed": args.proposal_seed,

@@ -48,7 +48,7 @@ def wordle_anchors(dataset_return: float, words: int | None = None) -> TaskAncho
 
 TASK = Task(
     "wordle",
-    make_env=lambda split="eval", words=None, **_: WordleEnv(split, words),
+    make_env=lambda split="eval", words=None, feedback="pattern", **_: WordleEnv(split, words, feedback),
     make_data=lambda n, seed=0, progress=True, **kwargs: generate_wordle_episodes(n, seed=seed, progress=progress,
                                                                                  **kwargs),
     anchors=lambda dataset_return, words=None, **_: wordle_anchors(dataset_return, words),

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from lmrl.envs import EpisodeResult, rollout
 
 from .env import WordleEnv
-from .game import GUESSES, consistent_indices, encode_words, read_guess, spell, vocabulary
+from .game import GUESSES, consistent_indices, encode_words, read_feedback, read_guess, spell, vocabulary
 
 
 def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
@@ -18,8 +18,8 @@ def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
     history = []
     for reply, observation in zip(conversation, conversation[1:]):
         if reply["role"] == "assistant" and observation["role"] == "user":
-            pattern = observation["content"].replace(" ", "")
-            if len(pattern) == 5 and set(pattern) <= set("gyb"):
+            pattern = read_feedback(observation["content"])
+            if pattern is not None:
                 history.append((read_guess(reply["content"]), pattern))
     return history
 
@@ -46,12 +46,14 @@ class WordleBehaviourPolicy:
 
 
 def generate_wordle_episodes(n: int, random_share: float = 0.3, seed: int = 0, progress: bool = True,
-                             words: int | None = None, spelled: bool = False) -> list[EpisodeResult]:
+                             words: int | None = None, spelled: bool = False,
+                             feedback: str = "pattern") -> list[EpisodeResult]:
     """`n` behaviour episodes on the training answers; `words=N`: the game on the N most frequent words;
-    `spelled`: guesses written one letter at a time ("c r a n e")."""
+    `spelled`: guesses written one letter at a time ("c r a n e"); `feedback`: how the game shows its
+    answer ("pattern": "b y g b b", "letters": "cb ry ag nb eb")."""
     policy = WordleBehaviourPolicy(random_share, seed, words, spelled)
     seeds = [seed * 1_000_003 + i for i in range(n)]
     results = []
     for start in tqdm(range(0, n, 256), desc="Wordle behaviour episodes", disable=not progress, leave=False):
-        results += rollout(lambda: WordleEnv("train", words), policy, seeds[start : start + 256], GUESSES, progress=False)
+        results += rollout(lambda: WordleEnv("train", words, feedback), policy, seeds[start : start + 256], GUESSES, progress=False)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from .game import GUESSES, answers, feedback, read_guess, vocabulary
+from .game import FEEDBACK_STYLES, GUESSES, answers, feedback, read_guess, show_feedback, vocabulary
 
 SYSTEM_PROMPT = (
     "Let's play Wordle. Guess the secret 5-letter word in 6 tries. After each guess you see one letter "
@@ -16,7 +16,8 @@ class WordleEnv:
     """Reply with a 5-letter word (or its letters spaced out, `c r a n e`). Feedback is shown as e.g. `b y g b b`. A guess that is not in the
     word list costs -1 and uses up a try (the feedback says so); the answer costs 0 and ends the game.
     Returns are therefore -(guesses - 1) when solved and -6 when not. `words=N` plays a smaller game on
-    the list's N most frequent words (guesses and answers).
+    the list's N most frequent words (guesses and answers); `feedback="letters"` shows each guessed
+    letter with its colour ("cb ry ag nb eb") instead of the colours alone.
 
     Example:
         ```python
@@ -30,7 +31,10 @@ class WordleEnv:
 
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, split: str = "eval", words: int | None = None):
+    def __init__(self, split: str = "eval", words: int | None = None, feedback: str = "pattern"):
+        if feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"feedback={feedback!r}: choose one of {', '.join(FEEDBACK_STYLES)}.")
+        self.feedback_style = feedback
         self.answers = answers(split, words)
         self.valid = frozenset(vocabulary(words))
         self.answer = self.answers[0]
@@ -53,4 +57,4 @@ class WordleEnv:
             return "Solved!", 0.0, True, {"success": True}
         pattern = feedback(word, self.answer)
         self.history.append((word, pattern))
-        return " ".join(pattern), -1.0, out_of_tries, {}
+        return show_feedback(word, pattern, self.feedback_style), -1.0, out_of_tries, {}

@@ -35,6 +35,29 @@ def read_guess(text: str) -> str:
     return "".join(text.strip().lower().rstrip(".!").split())
 
 
+FEEDBACK_STYLES = ("pattern", "letters")
+
+
+def show_feedback(guess: str, pattern: str, style: str = "pattern") -> str:
+    """Feedback as the player sees it: `pattern` gives one colour per position ("b y g b b"); `letters`
+    pairs each guessed letter with its colour ("cb ry ag nb eb"), so a letter and what the game said of it
+    sit in one word (with a tokenizer trained on the data, one token)."""
+    if style == "pattern":
+        return " ".join(pattern)
+    if style == "letters":
+        return " ".join(letter + colour for letter, colour in zip(guess, pattern))
+    raise ValueError(f"feedback={style!r}: choose one of {', '.join(FEEDBACK_STYLES)}.")
+
+
+def read_feedback(text: str) -> str | None:
+    """The colour pattern ("bygbb") of a feedback line in either style, or None for any other line."""
+    parts = text.split()
+    if len(parts) == 5 and all(len(p) == 2 and p[0].isalpha() for p in parts):
+        parts = [p[1] for p in parts]
+    pattern = "".join(parts)
+    return pattern if len(parts) == 5 and len(pattern) == 5 and set(pattern) <= set("gyb") else None
+
+
 def answers(split: str = "all", size: int | None = None) -> tuple[str, ...]:
     """Secret words: every 5th word of the list is held out for evaluation."""
     words = vocabulary(size)
