@@ -264,17 +264,23 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(suite_path: str, output_dir: str | None = None) -> int:
+def main(suite_path: str, output_dir: str | None = None, only: list[str] | None = None) -> int:
     start = time.perf_counter()
     suite = read_suite(suite_path, output_dir)
+    if only:
+        unknown = sorted(set(only) - {t.name for t in suite.tasks})
+        if unknown:
+            raise ValueError(f"{suite_path}: no task {', '.join(unknown)}; it has {', '.join(t.name for t in suite.tasks)}.")
+        suite.tasks = [t for t in suite.tasks if t.name in only]
+    stem = "benchmark" if not only else "benchmark-" + "-".join(t.name for t in suite.tasks)  # a part keeps its own table
     rows = summarize(suite, run_suite(suite, log=lambda m: print(m, flush=True)))
     text = table(rows)
     seconds = time.perf_counter() - start
     print(text)
     print(f"\n{len(suite.seeds)} seed(s), {suite.episodes} evaluation episodes per run; wall time {seconds:.0f} s "
-          f"(runs finished before were reused). Plot: {suite.output_dir / 'benchmark.png'}")
-    plot(rows, suite.output_dir / "benchmark.png")
-    (suite.output_dir / "benchmark.json").write_text(json.dumps({"suite": suite.source, "rows": rows,
-                                                                 "wall_time_s": seconds}, indent=2))
-    (suite.output_dir / "benchmark.md").write_text(text + "\n")
+          f"(runs finished before were reused). Plot: {suite.output_dir / (stem + '.png')}")
+    plot(rows, suite.output_dir / f"{stem}.png")
+    (suite.output_dir / f"{stem}.json").write_text(json.dumps({"suite": suite.source, "rows": rows,
+                                                              "wall_time_s": seconds}, indent=2))
+    (suite.output_dir / f"{stem}.md").write_text(text + "\n")
     return 0

@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "runs (resuming), then one table with intervals over seeds and episodes.")
     suite_parser.add_argument("suite", help="The suite file, e.g. benchmarks/suites/default.yaml.")
     suite_parser.add_argument("--output_dir", default=None, help="Where the runs go (default: the suite's).")
+    suite_parser.add_argument("--task", action="append", default=None, metavar="NAME",
+                              help="Only this task of the suite (repeatable); the table covers the tasks run.")
     bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
                                        "BC, ILQL and the reference designs side by side; print one table.")
     bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
-            return benchmark(args.suite, args.output_dir)
+            return benchmark(args.suite, args.output_dir, args.task)
         elif args.command == "bench":
             from .bench import main as bench
 

@@ -67,7 +67,7 @@ def test_a_suite_with_errors_names_the_place(tmp_path):
         read_suite(bad)
 
 
-def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_path, monkeypatch):
+def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_path, monkeypatch, capsys):
     """UDS in a suite: the same seed's episodes, a labelled share kept, the rest stripped of rewards
     and marked (kept, trained at unlabeled_reward) or dropped; both anchor on the labelled episodes."""
     monkeypatch.chdir(ROOT)
@@ -78,7 +78,11 @@ def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_
         "    overrides: {max_steps: 2, unlabeled_reward: 0.0}\n    algorithms: {ilql: recipes/maze/ilql.yaml}\n"
         "  drop:\n    task: maze\n    data: {episodes: 20, labeled_share: 0.25, unlabeled: drop}\n"
         "    overrides: {max_steps: 2}\n    algorithms: {ilql: recipes/maze/ilql.yaml}\n")
+    assert main(["benchmark", str(suite), "--task", "keep"]) == 0  # one task of the suite: its own table
+    assert (tmp_path / "out" / "benchmark-keep.md").is_file() and not (tmp_path / "out" / "drop").exists()
     assert main(["benchmark", str(suite)]) == 0
+    assert main(["benchmark", str(suite), "--task", "nope"]) == 2
+    assert "no task nope; it has keep, drop" in capsys.readouterr().err
     rows = {name: [json.loads(line) for line in (tmp_path / "out" / name / "data" / "seed0.jsonl").read_text().splitlines()]
             for name in ("keep", "drop")}
     assert len(rows["keep"]) == 20 and len(rows["drop"]) == 5
@@ -97,6 +101,7 @@ def test_the_default_suite_names_known_tasks_and_shipped_recipes():
 
     suite = read_suite(ROOT / "benchmarks" / "suites" / "default.yaml")
     assert suite.seeds == [0, 1, 2]
-    assert {t.name for t in suite.tasks} == {"maze_fo", "maze_po", "wordle", "negotiation", "flight_booking"}
+    assert {t.name for t in suite.tasks} == {"maze_fo", "maze_po", "maze_uds_labeled_only", "maze_uds", "wordle",
+                                          "negotiation", "flight_booking"}
     for task in suite.tasks:
         get_task(task.task)
