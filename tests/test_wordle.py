@@ -130,3 +130,25 @@ def test_letters_feedback_pairs_each_guessed_letter_with_its_colour_and_plays_th
     assert [r.total_reward for r in rows] == [r.total_reward for r in same]  # the same games, shown differently
     history = parse_history(rows[0].messages)
     assert history and history == parse_history(same[0].messages)
+
+
+def test_lazy_players_open_with_fixed_words_and_meet_the_others_after_a_common_opener():
+    from lmrl.tasks.wordle.game import consistent, read_guess
+
+    rows = generate_wordle_episodes(200, random_share=0.0, seed=4, progress=False, words=100, lazy_share=0.6,
+                                    lazy_turns=4)
+    guesses = [[read_guess(m["content"]) for m in r.messages if m["role"] == "assistant"] for r in rows]
+    assert [r.seed for r in rows] == [4 * 1_000_003 + i for i in range(200)]  # seed order, whatever the kind
+    assert len({g[0] for g in guesses}) == 1  # everyone opens with the same word
+    opening = max(guesses, key=len)[:4]
+    lazy = [g for g in guesses if len(g) >= 2 and g[1] == opening[1]]
+    assert 0.45 < len(lazy) / len(rows) < 0.75  # about lazy_share (a consistent guess may coincide)
+    for row, g in zip(rows, guesses):  # after the fixed words, every guess fits the feedback so far
+        history = parse_history(row.messages)
+        start = 4 if g[:4] == opening[: len(g[:4])] and len(g) > 1 and g[1] == opening[1] else 1
+        assert all(consistent(word, history[:i]) for i, word in enumerate(g) if i >= start)
+    returns = {kind: sum(r.total_reward for r, g in zip(rows, guesses) if (g[1:2] == opening[1:2]) == kind)
+               for kind in (True, False)}
+    assert returns[True] / len(lazy) < returns[False] / (len(rows) - len(lazy)) - 1.0  # lazy play costs guesses
+    with pytest.raises(ValueError, match="lazy_share must be between 0 and 1"):
+        generate_wordle_episodes(2, lazy_share=1.5, progress=False)
