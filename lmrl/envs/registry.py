@@ -28,6 +28,8 @@ class Task:
         for its outcome head (optional).
     ends_episode(reply): whether an agent reply ends the episode (e.g. a final action), for planning
         with a learned user model (optional).
+    human_side(**kwargs): the other side of the dialogue for a person to play (`lmrl play`), a
+        [`lmrl.envs.human.HumanSide`] taking the task's options (optional).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Task:
     relabel: Callable[[dict], dict | None] | None = None
     outcome_label: Callable[..., int] | None = None
     ends_episode: Callable[[str], bool] | None = None
+    human_side: Callable[..., Any] | None = None
 
 
 _MODULES = {"flight_booking": "lmrl.tasks.flight_booking", "maze": "lmrl.tasks.maze",

@@ -6,10 +6,11 @@ from lmrl.envs.registry import Task
 from .data import AgentBehaviour, generate_flight_episodes
 from .env import FlightBookingEnv, correct_action, expected_action, meets, random_scenario
 from .format import STATUSES, FinalAction, parse_action, render_action, render_context
+from .human import HumanCustomer
 from .relabel import relabel_context, relabel_row
 from .rule import SUCCESS_RULES, is_success
 
-__all__ = ["STATUSES", "SUCCESS_RULES", "AgentBehaviour", "FinalAction", "FlightBookingEnv", "TaskAnchors",
+__all__ = ["STATUSES", "SUCCESS_RULES", "AgentBehaviour", "FinalAction", "FlightBookingEnv", "HumanCustomer", "TaskAnchors",
            "correct_action", "expected_action", "generate_flight_episodes", "is_success", "meets", "outcome_label",
            "parse_action", "random_scenario", "relabel_context", "relabel_row", "render_action", "render_context"]
 
@@ -41,6 +42,10 @@ def _make_data(n: int, seed: int = 0, progress: bool = True, num_flights: int = 
                                     success_rule=success_rule)
 
 
+def _human_side(num_flights: int = 30, success_rule: str = "official", **_) -> HumanCustomer:
+    return HumanCustomer(num_flights, success_rule)
+
+
 def _anchors(dataset_return: float, **_) -> TaskAnchors:
     return TaskAnchors(minimum=0.0, dataset=dataset_return, best=1.0)
 
@@ -67,4 +72,5 @@ def _corpus_schema():
 
 TASK = Task("flight_booking", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=24,
             load_corpus=_load_corpus, corpus_schema=_corpus_schema, relabel=relabel_row,
-            outcome_label=outcome_label, ends_episode=lambda reply: parse_action(reply) is not None)
+            outcome_label=outcome_label, ends_episode=lambda reply: parse_action(reply) is not None,
+            human_side=_human_side)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lmrl.envs import EpisodeResult, rollout
 
-from .env import FlightBookingEnv, expected_action, meets
+from .env import FlightBookingEnv, meets
 from .format import STATUSES, parse_action, render_action
 from .rule import check_rule
 
@@ -116,9 +116,6 @@ def generate_flight_episodes(n: int, seed: int = 0, num_flights: int = 30, max_t
         result = rollout(lambda env=env: env, policy, [seed * 1_000_003 + i], max_turns, batch_size=1,
                          progress=False)[0]
         action = parse_action(result.messages[-1]["content"]) if result.messages[-1]["role"] == "assistant" else None
-        result.extra = {"context": env.context, "intent": env.intent,
-                        "action": action._asdict() if action else None,
-                        "expected_action": expected_action(env.kb, env.reservation, env.intent),
-                        "success_rule": success_rule}
+        result.extra = env.row_fields(action)
         results.append(result)
     return results

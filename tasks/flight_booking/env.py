@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 
-from .format import parse_action, render_action, render_context
+from .format import FinalAction, parse_action, render_action, render_context
 from .rule import check_rule, is_success
 
 AIRPORTS = ("ATL", "BOS", "DEN", "DFW", "DTW", "IAD", "JFK", "LAX", "ORD", "SFO")
@@ -167,6 +167,13 @@ class FlightBookingEnv:
     @property
     def context(self) -> dict:
         return {"kb": self.kb, "reservation": self.reservation}
+
+    def row_fields(self, action: FinalAction | None) -> dict:
+        """The episode's structured fields kept with its row, in the AirDialogue converter's shapes (for
+        relabelling and the outcome head), given the agent's final action (None without one)."""
+        return {"context": self.context, "intent": self.intent, "action": action._asdict() if action else None,
+                "expected_action": expected_action(self.kb, self.reservation, self.intent),
+                "success_rule": self.success_rule}
 
     def step(self, text: str) -> tuple[str, float, bool, dict]:
         self.turns += 1

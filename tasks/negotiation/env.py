@@ -73,6 +73,26 @@ ACCEPT = re.compile(r"\b(deal|accept|agreed|sold|it's yours|you got it|works for
 REFUSE = re.compile(r"\b(no|sorry|can't|cannot|firm|best|lowest|won't)\b", re.IGNORECASE)
 
 
+def read_seller(text: str, offer: float, ask: float, limit: float) -> tuple[float | None, float, dict]:
+    """A seller's reply to a buyer who offers `offer` and accepts up to `limit`: (the sale price when
+    the reply closes a deal, else None; the seller's ask after it; info with the price read and whether
+    the reply is invalid). Accepting sells at the buyer's offer; a price within the limit sells at it.
+
+    Example:
+        >>> read_seller("I can do $110.", offer=80, ask=150, limit=100)
+        (None, 110.0, {'price': 110.0, 'invalid': False})
+        >>> read_seller("Deal.", offer=80, ask=150, limit=100)[0]
+        80
+    """
+    price = parse_price(text)
+    accepts = bool(ACCEPT.search(text))
+    info = {"price": price, "invalid": price is None and not accepts and not REFUSE.search(text)}
+    if accepts and (price is None or price <= offer):
+        return (offer if price is None else price), ask, info
+    ask = price if price is not None else ask
+    return (ask if ask <= limit + 0.5 else None), ask, info  # within half a dollar: people quote whole dollars
+
+
 def _round(price: float) -> float:
     return float(max(5, 5 * round(price / 5)))
 
@@ -127,15 +147,9 @@ class NegotiationEnv:
     def step(self, text: str) -> tuple[str, float, bool, dict]:
         if self.done:
             raise RuntimeError("The negotiation is over; call reset() first.")
-        price = parse_price(text)
-        accepts = bool(ACCEPT.search(text))
-        info = {"price": price, "invalid": price is None and not accepts and not REFUSE.search(text)}
-        if accepts and (price is None or price <= self.offer):
-            return self._close(self.offer if price is None else price, info)
-        if price is not None:
-            self.ask = price
-        if self.ask <= self.limit() + 0.5:  # within half a dollar: people quote whole dollars
-            return self._close(self.ask, info)
+        deal, self.ask, info = read_seller(text, self.offer, self.ask, self.limit())
+        if deal is not None:
+            return self._close(deal, info)
         self.patience -= 2 if self.ask > self.list_price else 1
         if self.patience <= 0:
             return self._close(None, info)
