@@ -284,4 +284,4 @@ def _play_episode(session: PlaySession, read: Callable[[str], str], write: Calla
             write(str(err))
             continue
         if reply is not None:
-            write(f"agent> {reply}")
+            write(f"agent> {reply}" if reply.strip() else "agent> (an empty reply)")
