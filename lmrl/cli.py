@@ -4,7 +4,7 @@
     lmrl make-data TASK --episodes N --out PATH          behaviour-policy episodes as JSONL rows
     lmrl eval RECIPE.yaml --checkpoint DIR --episodes N  online evaluation, prints and writes DIR/eval.json
     lmrl compare RUN_DIR... [--plot PNG]                 one markdown table and a bar chart
-    lmrl play CHECKPOINT_OR_RECIPE [--out FILE] [--resume]  play the other side; episodes become training rows
+    lmrl play CHECKPOINT_OR_RECIPE [--out FILE] [--resume] [--web]  play the other side; episodes become rows
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
     lmrl benchmark SUITE.yaml [--output_dir DIR]         task x algorithm x seed runs, resumable; table + plot
@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     play_parser.add_argument("--episodes", type=int, default=1)
     play_parser.add_argument("--seed", type=int, default=50_000,
                              help="First episode's seed (listings, trips); away from lmrl eval's 10000 on.")
+    play_parser.add_argument("--web", action="store_true", help="Play in the browser (Gradio; pip install 'lmrl[web]').")
+    play_parser.add_argument("--host", default="127.0.0.1",
+                             help="With --web: the address to serve on (default: loopback, this machine only).")
+    play_parser.add_argument("--port", type=int, default=None, help="With --web: the port (default: Gradio's).")
     compare_parser = commands.add_parser("compare", help="Table and bar chart of several evaluated runs.")
     compare_parser.add_argument("runs", nargs="+")
     compare_parser.add_argument("--plot", default=None, help="Where to write the PNG (default: no plot).")
@@ -240,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
 
             player = load_player(args.agent, args.checkpoint, rest)
             out = args.out or f"runs/played/{player.task.name if player.task else 'chat'}.jsonl"
+            if args.web:
+                from .play_web import play_web
+
+                return play_web(player, out, args.seed, args.resume, args.host, args.port)
             return play_terminal(player, out, args.episodes, args.seed, args.resume)
         elif args.command == "user-side":
             print(json.dumps(write_user_side(args.dataset, args.out), indent=2))
