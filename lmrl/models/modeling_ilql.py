@@ -17,10 +17,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from ..compat import CACHE_KEY, output_cache, pop_cache
+from ..compat import CACHE_KEY, output_cache, pop_cache, slice_logits_to_keep
 from ..ops.guidance import guided_scores
 from ..ops.vocab import ProjectedLogits
 from .adapters import (

@@ -1,0 +1,1 @@
+"""Serving lmrl checkpoints with other engines: `vllm_plugin` (vLLM, docs/vllm.md)."""
