@@ -184,16 +184,24 @@ def run_suite(suite: Suite, log=print) -> list[dict]:
 
 def bootstrap_normalized(runs: list[dict], samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean normalized score over seeds and its 95% interval by a hierarchical bootstrap (seeds, then
-    episodes within each seed); each run is normalized on its own anchors."""
+    episodes within each seed); each run is normalized on its own anchors.
+
+    The score's expectation lies in [0, 100]: 100 is the best return averaged over the task's
+    evaluation starts, which no policy can pass on average. A finite sample of episodes can (a draw
+    heavy in easy starts beats the average optimum), so each run's normalized mean, in the estimate
+    and in every resample, is clipped to [0, 100]: the estimate projected onto the scores that exist."""
     rng = np.random.default_rng(seed)
     returns = [np.asarray(r["returns"], dtype=float) for r in runs]
     anchors = [TaskAnchors(**r["anchors"]) for r in runs]
-    point = float(np.mean([a.normalize(float(x.mean())) for x, a in zip(returns, anchors)]))
+
+    def score(i: int, mean_return: float) -> float:
+        return min(100.0, max(0.0, anchors[i].normalize(mean_return)))
+
+    point = float(np.mean([score(i, float(x.mean())) for i, x in enumerate(returns)]))
     means = np.empty(samples)
     for b in range(samples):
         picked = rng.integers(0, len(runs), len(runs))
-        means[b] = np.mean([anchors[i].normalize(float(rng.choice(returns[i], len(returns[i])).mean()))
-                            for i in picked])
+        means[b] = np.mean([score(i, float(rng.choice(returns[i], len(returns[i])).mean())) for i in picked])
     low, high = np.percentile(means, [2.5, 97.5])
     return point, float(low), float(high)
 
