@@ -107,6 +107,32 @@ def test_fast_path_equals_full_vocabulary_guidance_on_the_surviving_tokens():
     assert (torch.isfinite(nucleus).sum(-1) <= 7).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("top_p", [1.0, 0.5])
+def test_fast_path_scores_are_the_documented_rule_on_the_top_k_tokens(dtype, top_p):
+    """log_softmax(logits) + beta * clip(min Q - V), written out over the whole vocabulary, then the top-k kept."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 2, 5000, generator=generator) * 4).to(dtype)
+    logits[0, 0, :10] = float("-inf")  # e.g. tokens an earlier processor banned
+    q_table, values = torch.randn(3, 2, 5000, generator=generator), torch.randn(3, 2, generator=generator)
+
+    def q_fn(ids):
+        return q_table if ids is None else q_table.gather(-1, ids)
+
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    top_log_probs, top = log_probs.topk(20, dim=-1)
+    rule = log_probs + 3.0 * (q_table - values[..., None]).clamp(-1.5, 1.5)
+    mass_before = top_log_probs.exp().cumsum(-1) - top_log_probs.exp()
+    kept = rule.gather(-1, top).masked_fill(mass_before >= top_p, float("-inf"))
+    expected = torch.full_like(rule, float("-inf")).scatter(-1, top, kept)
+    for inplace in (False, True):
+        given = logits.clone()
+        scores = guided_scores(given, q_fn, values, beta=3.0, clip=1.5, top_k=20, top_p=top_p, inplace=inplace)
+        assert scores.dtype == torch.float32
+        torch.testing.assert_close(scores, expected)
+        assert (scores.data_ptr() == given.data_ptr()) == (inplace and dtype == torch.float32)  # no new buffer
+
+
 @pytest.mark.parametrize(("vocab", "k"), [(5000, 7), (4099, 3), (300, 50)])
 def test_two_pass_top_k_finds_the_same_tokens_as_torch_topk(vocab, k):
     scores = torch.randn(3, 2, vocab, generator=torch.Generator().manual_seed(vocab))
@@ -284,13 +310,28 @@ def test_guided_decoding_computes_q_and_v_for_the_last_position_and_top_k_tokens
     _randomize_heads(model)
     seen = []
     model.v_head.register_forward_hook(lambda module, args, out: seen.append(("v", tuple(args[0].shape))))
-    for head in model.q_heads:
-        head.register_forward_hook(lambda module, args, out: seen.append(("q", tuple(out.shape))))
+    min_q = model.min_q
+    model.min_q = lambda hidden, ids=None: seen.append(("q", (*hidden.shape[:-1], ids.shape[-1]))) or min_q(hidden, ids)
     ids = torch.cat([_prompt(tokenizer)] * 2)
     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
     assert {kind for kind, _ in seen} == {"q", "v"}
     assert all(shape[:2] == (2, 1) for _, shape in seen)  # the prompt's last position, then one per step
     assert all(shape[-1] == 5 for kind, shape in seen if kind == "q")  # Q of the 5 surviving tokens
+
+
+def test_stacked_q_heads_equal_the_heads_one_by_one_and_follow_their_updates(tokenizer):
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), num_q_heads=3)
+    _randomize_heads(model)
+    hidden = torch.randn(2, 4, model.config.text_config.hidden_size)
+    ids = torch.randint(0, len(tokenizer), (2, 4, 6))
+    for _ in range(2):  # the second time after a change of the heads' weights: the stack is rebuilt
+        one_by_one = model._q(model.q_heads, hidden, ids).min(dim=0).values
+        with torch.inference_mode():
+            stacked = model.min_q(hidden, ids)
+        torch.testing.assert_close(stacked, one_by_one)
+        with torch.no_grad():
+            model.q_heads[1].mlp[0].weight.mul_(-2.0)
+            model.q_heads[2].bias.add_(1.0)
 
 
 def test_logits_processor_never_runs_the_value_models_vocabulary_projection(tokenizer):

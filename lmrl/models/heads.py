@@ -63,6 +63,60 @@ class TiedQHead(nn.Module):
         return ProjectedLogits(g, output_embedding.detach(), self.bias)
 
 
+class StackedTiedQHeads:
+    """Several tied Q heads' layers stacked, for decoding: `min_k Q_k(s, a)` of the given tokens with one
+    matmul for every head's first layer, one batched matmul for their second layers and one gather of
+    the output embedding's rows for all heads:
+
+        Z = relu(h @ [W1_1; W1_2]^T + [b1_1; b1_2])         [N, K * 2h]   (z_k = relu(W1_k h + b1_k))
+        G = Z_k @ W2_k^T + b2_k, batched over k             [K, N, h]     (g_k(h))
+        Q = W_E[a] . G + b_k[a], a the given tokens         [K, N, k]
+
+    The stacked weights are copies (torch.cat) of the heads' parameters, whose names and checkpoints do not
+    change; they are made at first use and again whenever a parameter changes (an optimizer step,
+    `load_state_dict`, `.to()`), and used without autograd only.
+
+    Example:
+        ```python
+        >>> heads = nn.ModuleList(TiedQHead(8, 100) for _ in range(2))
+        >>> StackedTiedQHeads().min_q(heads, torch.randn(3, 8), torch.randn(100, 8), torch.tensor([[1, 2]] * 3)).shape
+        torch.Size([3, 2])
+        ```
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+
+    def _stack(self, heads: nn.ModuleList) -> None:
+        params = [p for head in heads for p in (*head.mlp.parameters(), head.bias)]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if key == self._key:
+            return
+        with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
+            self.w1 = torch.cat([head.mlp[0].weight for head in heads])  # [K * 2h, h]
+            self.b1 = torch.cat([head.mlp[0].bias for head in heads])  # [K * 2h]
+            self.w2 = torch.stack([head.mlp[2].weight.T for head in heads])  # [K, 2h, h]
+            self.b2 = torch.stack([head.mlp[2].bias for head in heads])[:, None]  # [K, 1, h]
+            self.bias = torch.stack([head.bias for head in heads])  # [K, V]
+        self._key = key
+
+    def min_q(
+        self, heads: nn.ModuleList, hidden: torch.Tensor, output_embedding: torch.Tensor, token_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """`min_k Q_k(s, a)` [..., k] at states `hidden` [..., h] for `token_ids` [..., k]."""
+        self._stack(heads)
+        *lead, k = token_ids.shape
+        hidden = hidden.reshape(-1, hidden.shape[-1]).to(self.w1.dtype)  # [N, h]
+        z = F.linear(hidden, self.w1, self.b1).relu_()  # [N, K * 2h]
+        z = z.view(len(hidden), len(heads), -1).transpose(0, 1)  # [K, N, 2h]
+        g = torch.baddbmm(self.b2, z, self.w2)  # [K, N, h]
+        ids = token_ids.reshape(len(hidden), k)
+        rows = F.embedding(ids, output_embedding.detach()).to(g.dtype)  # [N, k, h], once for all heads
+        q = torch.bmm(rows, g.permute(1, 2, 0))  # [N, k, K]
+        q = q + self.bias[:, ids].permute(1, 2, 0).to(q.dtype)  # + b_k[a]
+        return q.amin(dim=-1).view(*lead, k)
+
+
 class UntiedQHead(nn.Module):
     """An MLP `h -> 2h -> V`, as in the reference implementations (kept for comparisons)."""
 

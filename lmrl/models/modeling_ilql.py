@@ -32,7 +32,7 @@ from .adapters import (
 )
 from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
 from .gguf import drop_gguf_quantization
-from .heads import TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
+from .heads import StackedTiedQHeads, TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .policy_logits import PolicyLogits
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
@@ -122,6 +122,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             _unwrap_peft(pretrained_model).forward  # a PEFT model passes its keyword arguments on
         ).parameters
         self._policy_logits = PolicyLogits()
+        self._stacked_q_heads = StackedTiedQHeads()  # decoding: the Q heads in one matmul (see min_q)
         self.post_init()
         if getattr(pretrained_model, "generation_config", None) is not None:
             self.generation_config = copy.deepcopy(pretrained_model.generation_config)
@@ -314,14 +315,20 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         return torch.stack([head(hidden, embedding, token_ids) for head in heads])  # [K, ..., k or V]
 
     def min_q(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """`min_k Q_k(s, .)` for the given tokens [..., k] or the whole vocabulary [..., V]."""
+        """`min_k Q_k(s, .)` for the given tokens [..., k] or the whole vocabulary [..., V].
+
+        Without autograd, tied heads and given tokens (decoding) run stacked: one matmul per layer for
+        all heads ([`StackedTiedQHeads`])."""
+        if token_ids is not None and not torch.is_grad_enabled() and isinstance(self.q_heads[0], TiedQHead):
+            return self._stacked_q_heads.min_q(self.q_heads, hidden, self.get_output_embeddings().weight, token_ids)
         return self._q(self.q_heads, hidden, token_ids).min(dim=0).values
 
-    def guide(self, logits: torch.Tensor, hidden: torch.Tensor, **overrides) -> torch.Tensor:
+    def guide(self, logits: torch.Tensor, hidden: torch.Tensor, inplace: bool = False, **overrides) -> torch.Tensor:
         """Guided next-token scores for base `logits` [..., V] at states `hidden` [..., h].
 
         Settings come from the config; `overrides` (beta, advantage_clip, guidance_top_k,
-        guidance_top_p) replace them for this call."""
+        guidance_top_p) replace them for this call. `inplace=True` may write the scores into fp32
+        `logits` (see `guided_scores`)."""
         settings = {key: getattr(self.config, key) for key in DECODING_FIELDS} | overrides
         return guided_scores(
             logits,
@@ -331,6 +338,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             clip=settings["advantage_clip"],
             top_k=settings["guidance_top_k"],
             top_p=settings["guidance_top_p"],
+            inplace=inplace,
         )
 
     # ---------------------------------------------------------------- forward
@@ -376,7 +384,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         if self.config.beta != 0:
             hidden = out.hidden_states[-1]  # [B, T, h], after the final norm
             kept = slice_logits_to_keep(hidden, logits_to_keep) if self._base_accepts_logits_to_keep else hidden
-            logits = self.guide(logits, kept).to(logits.dtype)
+            logits = self.guide(logits, kept, inplace=True).to(logits.dtype)  # the LM's own logits: reused
         return CausalLMOutputWithPast(
             loss=out.loss,
             logits=logits,
