@@ -71,6 +71,7 @@ def test_a_suite_with_errors_names_the_place(tmp_path):
         read_suite(bad)
 
 
+@pytest.mark.slow  # two training runs (about 13 s): the locked suite runs it
 def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_path, monkeypatch, capsys):
     """UDS in a suite: the same seed's episodes, a labelled share kept, the rest stripped of rewards
     and marked (kept, trained at unlabeled_reward) or dropped; both anchor on the labelled episodes."""

@@ -173,6 +173,7 @@ def test_an_interrupted_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     assert len(load_episodes(str(out))) == 2
 
 
+@pytest.mark.slow  # a subprocess each (about 10 s): the locked suite runs it
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_the_file_is_valid_after_the_process_dies_mid_episode(seller, tmp_path, sig):
     agent, _ = seller
