@@ -11,7 +11,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmrl.bench.measure import LiveTensorMemory
 from lmrl.bench.paper_layout import SeparateTrunksILQL
-from lmrl.bench.train import separate_trunks, training_batch
+from lmrl.bench.run import DEFAULT_VS_UNCHUNKED, UNCHUNKED
+from lmrl.bench.train import BC_DEFAULT, separate_trunks, training_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,15 +34,19 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
                      "chunked", "materialized"):
         assert expected in variants
     assert {row["section"] for row in rows if row["section"].startswith("decode")} == {"decode b=1", "decode b=4"}
-    train = [row for row in rows if row["section"].startswith(("train", "scaling"))]
+    compared = [row for row in rows if row["variant"] == DEFAULT_VS_UNCHUNKED]  # a time ratio only, no memory
+    train = [row for row in rows if row["section"].startswith(("train", "scaling")) and row not in compared]
     assert all(row["memory"] > row["backward_memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2
                for row in train)
-    assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.1, 1.6, 1.3}
+    assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.05, 1.15, 1.5, 1.3}
+    unchunked = {row["section"] for row in rows if row["variant"] == UNCHUNKED}  # beside every unchunked ILQL row
+    assert {row["section"] for row in compared} == unchunked and "train 2x16" in unchunked
+    assert all(row["ratio"] > 0 for row in compared)
     lora = [row for row in rows if row["shape"] == "llama-tiny-lora"]  # a pretrained shape, as users train it
     assert {row["section"] for row in lora} == {"decode b=1", "decode b=4", "train 2x16, LoRA r=8"}
     trained = {row["variant"]: row for row in lora if row["section"].startswith("train")}
-    assert set(trained) == {"BC (lmrl: chunked fused CE), LoRA", "ILQL, tied heads (lmrl), LoRA"}
-    assert trained["BC (lmrl: chunked fused CE), LoRA"]["ratio"] == 1.0
+    assert set(trained) == {f"{BC_DEFAULT}, LoRA", "ILQL, tied heads (lmrl), LoRA"}
+    assert trained[f"{BC_DEFAULT}, LoRA"]["ratio"] == 1.0
     assert trained["ILQL, tied heads (lmrl), LoRA"]["ratio"] > 0
 
 

@@ -44,11 +44,12 @@ def _model(tokenizer, architecture, head_type="tied"):
 
 
 @pytest.mark.parametrize(("architecture", "head_type"), [("gpt2", "tied"), ("llama", "tied"), ("gpt2", "untied")])
-def test_chunked_ilql_loss_and_gradients_equal_the_materialized_ones(tokenizer, architecture, head_type):
+@pytest.mark.parametrize("chunk_size", [3, None])  # None: the default, these small logits fit the memory budget
+def test_chunked_ilql_loss_and_gradients_equal_the_materialized_ones(tokenizer, architecture, head_type, chunk_size):
     model = _model(tokenizer, architecture, head_type)
     batch = _batch(len(tokenizer))
     plain_out, plain_loss, plain_grads = _loss_and_grads(model, batch, chunk_size=0)
-    chunked_out, chunked_loss, chunked_grads = _loss_and_grads(model, batch, chunk_size=3)
+    chunked_out, chunked_loss, chunked_grads = _loss_and_grads(model, batch, chunk_size=chunk_size)
     assert plain_out.logits is not None and plain_out.logits.shape[1] == 9
     assert chunked_out.logits is None or chunked_out.logits.shape[1] == 1  # never the LM's [B, T, V] logits
     assert isinstance(chunked_out.policy_logits, ProjectedLogits)

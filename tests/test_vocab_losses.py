@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmrl.losses import ProjectedLogits, bc_loss, cql_loss, vocab_cross_entropy
+from lmrl.ops.vocab import chunks_needed, materialized_bytes
 
 N, D, V = 7, 5, 11
 
@@ -81,17 +82,20 @@ def test_no_tokens_gives_zero_not_nan():
 
 
 class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any operation returns."""
+    """Records the largest tensor any operation returns, and the sizes of those that new tensors hold."""
 
     def __init__(self):
         super().__init__()
         self.numel = 0
+        self.sizes = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor):
                 self.numel = max(self.numel, t.numel())
+                if not func.__name__.split(".")[0].endswith("_"):  # in-place operations return their input
+                    self.sizes.append(t.numel())
         return out
 
 
@@ -114,3 +118,43 @@ def test_a_second_backward_through_the_fused_loss_is_refused_in_words():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="chunk_size=0"):
         loss.backward()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_budget_path_and_the_chunked_path_give_the_same_loss_and_gradients(bias):
+    """By default a cross-entropy that fits the memory budget is materialized; one that does not is chunked."""
+    features, weight, b, targets = factors(seed=3, bias=bias)
+    weights = torch.rand(N, generator=torch.Generator().manual_seed(4))
+    logits = ProjectedLogits(features, weight, b)
+    fits = vocab_cross_entropy(logits, targets, weights)  # the default budget: 7 x 11 logits fit
+    chunked = vocab_cross_entropy(logits, targets, weights, memory_budget=0)  # nothing fits
+    torch.testing.assert_close(fits, chunked)
+    for got, want in zip(grads(fits, (features, weight, b)), grads(chunked, (features, weight, b))):
+        torch.testing.assert_close(got, want)
+
+
+def test_logits_are_materialized_when_they_fit_the_budget_and_chunked_when_not():
+    rows, vocab = 64, 1000
+    features = torch.randn(rows, 16, requires_grad=True)
+    weight = torch.randn(vocab, 16, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,))
+    logits = ProjectedLogits(features, weight)
+    plain_peak = materialized_bytes(rows, vocab)  # 768,000 bytes
+    assert plain_peak == 3 * 4 * rows * vocab
+    for budget, chunk_size, whole in [(plain_peak, None, True), (plain_peak - 1, None, False),
+                                      (10**9, 64, False), (0, 0, True)]:
+        assert chunks_needed(logits, chunk_size, budget) is not whole
+        with LargestTensor() as seen:
+            vocab_cross_entropy(logits, targets, chunk_size=chunk_size, memory_budget=budget).backward()
+        logit_sized = sum(size == rows * vocab for size in seen.sizes)  # the chunked path: one, used in place
+        assert (logit_sized >= 3) is whole, (budget, chunk_size, logit_sized)
+    assert not chunks_needed(logits.materialize(), None, 0)  # logits given whole stay whole
+
+
+def test_the_memory_budget_is_a_validated_config_field(tmp_path):
+    from lmrl.trainers.base import LMRLConfig
+
+    assert LMRLConfig(output_dir=str(tmp_path), loss_memory_budget_mb=1).loss_memory_budget == 2**20
+    assert LMRLConfig(output_dir=str(tmp_path)).loss_memory_budget_mb == 256
+    with pytest.raises(ValueError, match="loss_memory_budget_mb must be >= 0"):
+        LMRLConfig(output_dir=str(tmp_path), loss_memory_budget_mb=-1)

@@ -20,6 +20,7 @@ from .paper_layout import SeparateTrunksILQL
 
 ILQL_LOSS_KWARGS = {"tau": 0.7, "gamma": 0.99, "cql_weight": 0.1, "bc_weight": 1.0}  # ILQLConfig's defaults
 POLYAK_ALPHA = 0.005
+BC_DEFAULT = "BC (lmrl default: CE materialized or chunked by size)"
 
 
 @dataclass
@@ -67,7 +68,8 @@ def _variant(label: str, modules: list[nn.Module], loss_fn: Callable[[], torch.T
 
 
 def bc(base: nn.Module, batch: dict, chunk_size: int | None = None, optimizer=None) -> TrainVariant:
-    """lmrl's BC step (BCTrainer.compute_loss); `chunk_size=0`: the plain materialized logits + CE."""
+    """lmrl's BC step (BCTrainer.compute_loss: the CE materialized when it fits the default memory budget, else
+    chunked and fused); `chunk_size=0`: the plain materialized logits + CE."""
     steps = batch["action_mask"][:, 1:].bool()
     actions = batch["input_ids"][:, 1:][steps]
     policy_logits = PolicyLogits()
@@ -77,7 +79,7 @@ def bc(base: nn.Module, batch: dict, chunk_size: int | None = None, optimizer=No
                                      attention_mask=batch["attention_mask"])
         return bc_loss(logits, actions, chunk_size=chunk_size)
 
-    label = "BC, logits materialized (plain HF)" if chunk_size == 0 else "BC (lmrl: chunked fused CE)"
+    label = "BC, logits materialized (plain HF)" if chunk_size == 0 else BC_DEFAULT
     return _variant(label, [base], loss, optimizer=optimizer)
 
 

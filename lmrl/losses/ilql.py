@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.vocab import Logits, gather_logits, logit_chunks, vocab_cross_entropy
+from ..ops.vocab import MEMORY_BUDGET, Logits, gather_logits, logit_chunks, vocab_cross_entropy
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,19 +82,22 @@ def v_loss(target_q_values: torch.Tensor, state_values: torch.Tensor, steps: tor
     return masked_mean(expectile_loss(u, tau), steps)
 
 
-def cql_loss(q_logits, actions: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+def cql_loss(
+    q_logits, actions: torch.Tensor, chunk_size: int | None = None, memory_budget: int = MEMORY_BUDGET
+) -> torch.Tensor:
     """`sum_k CE(Q_k(s, .), a)`: pushes down Q of tokens the data did not take.
     q_logits: per head k, Q_k at the N action steps [N, V] (a [K, N, V] tensor or a sequence of
     [`ProjectedLogits`]); actions [N]."""
-    return sum(vocab_cross_entropy(q, actions, chunk_size=chunk_size) for q in q_logits)
+    return sum(vocab_cross_entropy(q, actions, None, chunk_size, memory_budget) for q in q_logits)
 
 
 def bc_loss(
-    logits: Logits, actions: torch.Tensor, weights: torch.Tensor | None = None, chunk_size: int | None = None
+    logits: Logits, actions: torch.Tensor, weights: torch.Tensor | None = None, chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> torch.Tensor:
     """Cross-entropy of the LM on the data actions, `mean_i w_i CE_i`; logits [N, V] (or factored),
     actions [N], weights [N] (detached)."""
-    return vocab_cross_entropy(logits, actions, weights, chunk_size)
+    return vocab_cross_entropy(logits, actions, weights, chunk_size, memory_budget)
 
 
 def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float = 20.0) -> torch.Tensor:
@@ -102,14 +105,15 @@ def awac_weights(advantages: torch.Tensor, awac_beta: float, max_weight: float =
     return torch.exp(awac_beta * advantages.detach()).clamp(max=max_weight)
 
 
-def _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, bc_weights, chunk_size, stats) -> torch.Tensor:
+def _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, bc_weights, chunk_size, memory_budget,
+                      stats) -> torch.Tensor:
     """`cql_weight * L_CQL + bc_weight * L_BC` (each only when its weight is > 0); records both in `stats`."""
     total = outputs.v_values.new_zeros((), dtype=torch.float32)
     if cql_weight > 0:
-        stats["loss/cql"] = cql_loss(outputs.q_logits, actions, chunk_size)
+        stats["loss/cql"] = cql_loss(outputs.q_logits, actions, chunk_size, memory_budget)
         total = total + cql_weight * stats["loss/cql"]
     if bc_weight > 0:
-        stats["loss/bc"] = bc_loss(outputs.policy_logits, actions, bc_weights, chunk_size)
+        stats["loss/bc"] = bc_loss(outputs.policy_logits, actions, bc_weights, chunk_size, memory_budget)
         total = total + bc_weight * stats["loss/bc"]
     return total
 
@@ -128,9 +132,11 @@ def ilql_loss(
     bc_weight: float = 0.0,
     awac_beta: float = 0.0,
     chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The full ILQL objective from an [`ILQLOutput`]; returns (loss, detached terms and stats).
-    `chunk_size`: tokens per chunk of the CQL and BC cross-entropies (0: materialize the logits).
+    `chunk_size`: tokens per chunk of the CQL and BC cross-entropies (0: materialize the logits; None:
+    materialize them when they fit `memory_budget` bytes, else chunk; see `lmrl.ops.vocab`).
     The terms are computed in fp32 whatever the model's dtype (bf16 autocast, a bf16 model)."""
     steps = action_mask[:, 1:].bool()  # [B, L]
     actions = input_ids[:, 1:][steps]  # [N]
@@ -146,7 +152,8 @@ def ilql_loss(
     stats = {"loss/q": loss_q, "loss/v": loss_v}
     advantage = target_q_values.min(dim=0).values - state_values  # [B, L]
     weights = awac_weights(advantage[steps], awac_beta) if awac_beta > 0 and bc_weight > 0 else None
-    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, weights, chunk_size, stats)
+    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, weights, chunk_size, memory_budget,
+                                    stats)
 
     stats.update(
         {
@@ -209,6 +216,7 @@ def mc_loss(
     cql_weight: float = 0.1,
     bc_weight: float = 0.0,
     chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Monte-Carlo regression: Q_k(s, a) and V(s) both regress to the observed return-to-go."""
     steps = action_mask[:, 1:].bool()
@@ -219,7 +227,7 @@ def mc_loss(
     loss_v = masked_mean((state_values - returns).pow(2), steps)
     loss = loss_q + loss_v
     stats = {"loss/q": loss_q, "loss/v": loss_v}
-    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, None, chunk_size, stats)
+    loss = loss + _cql_and_bc_terms(outputs, actions, cql_weight, bc_weight, None, chunk_size, memory_budget, stats)
     stats["values/q"] = masked_mean(q_values.min(dim=0).values, steps)
     stats["values/v"] = masked_mean(state_values, steps)
     stats["values/return"] = masked_mean(returns, steps)

@@ -15,6 +15,11 @@ time, in the forward and in the backward alike, and the gradients of the chunk a
 there (d CE / d logits = w_i (softmax - onehot(a_i)) / N), so nothing vocabulary-sized is kept
 for the backward. Values and gradients equal the plain `F.cross_entropy` on the materialized
 logits (tested); the matrix products are the same three as in the plain forward + backward.
+
+Chunking pays only when the logits would not fit: by default the path is picked by size. When what
+the plain computation holds at its peak (`materialized_bytes`: the [N, V] logits, the log-probabilities
+kept for the backward and their gradient, in fp32) fits `memory_budget` (256 MiB), the logits are
+materialized and the plain `F.cross_entropy` runs, never slower; otherwise the chunked path.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from torch.autograd.function import once_differentiable
 # Default chunk: as many tokens as keep one chunk of fp32 logits near 2^24 values (64 MiB),
 # e.g. 130 tokens at a 128k vocabulary, 333 at GPT-2's 50k.
 CHUNK_VALUES = 2**24
+# Default memory the plain (materialized) cross-entropy may take; above it the chunked path runs.
+MEMORY_BUDGET = 256 * 2**20
 
 
 @dataclass
@@ -77,6 +84,20 @@ def default_chunk_size(vocab_size: int) -> int:
     return max(1, CHUNK_VALUES // vocab_size)
 
 
+def materialized_bytes(tokens: int, vocab_size: int) -> int:
+    """Peak bytes of the plain cross-entropy over [tokens, vocab_size] logits: three fp32 tensors of that
+    size (the logits, the log-probabilities kept for the backward, and their gradient)."""
+    return 3 * 4 * tokens * vocab_size
+
+
+def chunks_needed(logits: Logits, chunk_size: int | None = None, memory_budget: int = MEMORY_BUDGET) -> bool:
+    """Whether `vocab_cross_entropy` computes these logits chunk by chunk: factored logits, and either an
+    explicit `chunk_size` > 0 or (`chunk_size=None`) a materialized peak over `memory_budget` bytes."""
+    if isinstance(logits, torch.Tensor) or chunk_size == 0:
+        return False
+    return chunk_size is not None or materialized_bytes(*logits.shape) > memory_budget
+
+
 def logit_chunks(logits: Logits, chunk_size: int | None = None) -> Iterator[torch.Tensor]:
     """The rows of `logits` as consecutive materialized chunks [c, V] (c <= chunk_size)."""
     rows, vocab_size = logits.shape
@@ -100,15 +121,17 @@ def vocab_cross_entropy(
     targets: torch.Tensor,
     weights: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> torch.Tensor:
     """`mean_i w_i * CE(logits[i], targets[i])` in fp32; logits [N, V], targets [N], weights [N] (detached).
 
-    Factored logits ([`ProjectedLogits`]) are never materialized whole: `chunk_size` tokens at a
-    time (default: ~2^24 logits per chunk; `0` materializes them all, the plain computation).
-    No tokens (N = 0) gives 0.
+    Factored logits ([`ProjectedLogits`]) are materialized and given to `F.cross_entropy` when the plain
+    computation's peak (`materialized_bytes`) fits `memory_budget` bytes, else computed `chunk_size`
+    tokens at a time (~2^24 logits per chunk). An explicit `chunk_size` always chunks; `0` always
+    materializes. No tokens (N = 0) gives 0.
     """
     weights = None if weights is None else weights.detach()
-    if isinstance(logits, torch.Tensor) or chunk_size == 0:
+    if not chunks_needed(logits, chunk_size, memory_budget):
         full = logits if isinstance(logits, torch.Tensor) else logits.materialize()
         nll = F.cross_entropy(full.float(), targets, reduction="none")  # [N]
         if weights is not None:

@@ -17,6 +17,7 @@ from ..data.tokenization import pad_token_id
 from ..models.adapters import is_peft_model, trainable_parameters
 from ..models.gguf import drop_gguf_quantization, is_gguf_model
 from ..models.policy_logits import PolicyLogits
+from ..ops.vocab import MEMORY_BUDGET
 from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
 
@@ -42,6 +43,9 @@ class LMRLConfig(TrainingArguments):
     Parameters that control the training:
         loss_chunk_size: tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), each
             fused with its output projection so that [tokens x vocab] logits never exist whole.
+        loss_memory_budget_mb: with `loss_chunk_size=None`, a cross-entropy whose plain computation
+            fits this many MiB (three fp32 [tokens x vocab] tensors) materializes its logits (faster);
+            a larger one is chunked.
         nonfinite: `"error"` stops at a NaN/inf loss term or gradient norm, naming the step and the
             term; `"skip"` skips that optimizer step and counts it in the logs (see `trainers/guards.py`).
 
@@ -85,8 +89,14 @@ class LMRLConfig(TrainingArguments):
         default=None,
         metadata={"help": "Tokens per chunk of the cross-entropies over the vocabulary (BC, CQL), computed fused "
                   "with the output projection so [tokens x vocab] logits are never materialized whole. None: "
-                  "about 2^24 logits per chunk (130 tokens at a 128k vocabulary); 0: materialize the logits "
-                  "(the plain computation)."},
+                  "about 2^24 logits per chunk (130 tokens at a 128k vocabulary), and only when the logits do not "
+                  "fit loss_memory_budget_mb; 0: materialize the logits (the plain computation)."},
+    )
+    loss_memory_budget_mb: float = field(
+        default=MEMORY_BUDGET / 2**20,
+        metadata={"help": "With loss_chunk_size=None: a cross-entropy over the vocabulary whose plain computation "
+                  "(three fp32 [tokens x vocab] tensors: logits, log-probabilities, their gradient) fits this many "
+                  "MiB materializes its logits, the faster path; a larger one is chunked. 0: always chunk."},
     )
     if not HAS_ACTIVATION_CHECKPOINTING:  # transformers < 5.23 names it gradient_checkpointing only
         activation_checkpointing: bool = field(
@@ -114,6 +124,14 @@ class LMRLConfig(TrainingArguments):
             raise ValueError(f"truncation_mode must be 'keep_end' or 'error', got {self.truncation_mode!r}.")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
             raise ValueError(f"loss_chunk_size must be >= 0 (0 = no chunking) or None, got {self.loss_chunk_size}.")
+        if not self.loss_memory_budget_mb >= 0:
+            raise ValueError(f"loss_memory_budget_mb must be >= 0 (MiB; 0 = always chunk), got "
+                             f"{self.loss_memory_budget_mb}.")
+
+    @property
+    def loss_memory_budget(self) -> int:
+        """`loss_memory_budget_mb` in bytes, as the losses take it."""
+        return int(self.loss_memory_budget_mb * 2**20)
 
     def load_kwargs(self) -> dict:
         """`from_pretrained` keyword arguments for a model given as a string: `model_init_kwargs`, with

@@ -93,6 +93,7 @@ class BCTrainer(LMRLTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         steps = inputs["action_mask"][:, 1:].bool()
         outputs, _, logits = self.policy_logits(model, steps, **self.model_inputs(inputs))
-        loss = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size)
+        loss = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size,
+                       memory_budget=self.args.loss_memory_budget)
         self.record({"loss/bc": loss.detach()})
         return (loss, outputs) if return_outputs else loss

@@ -183,7 +183,8 @@ class CALMTrainer(LMRLTrainer):
             logits = outputs.policy_logits
         else:
             outputs, _, logits = self.policy_logits(model, steps, **self.model_inputs(inputs))
-        loss_lm = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size)
+        loss_lm = bc_loss(logits, inputs["input_ids"][:, 1:][steps], chunk_size=self.args.loss_chunk_size,
+                          memory_budget=self.args.loss_memory_budget)
         loss = loss_lm
         stats = {"loss/lm": loss_lm.detach()}
         if isinstance(outputs, CALMOutput):

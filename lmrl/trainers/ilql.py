@@ -93,6 +93,7 @@ class ILQLTrainer(ValueHeadsTrainer):
             bc_weight=args.bc_weight,
             awac_beta=args.awac_beta,
             chunk_size=args.loss_chunk_size,
+            memory_budget=args.loss_memory_budget,
         )
         self.record(stats)
         if self._should_log_diagnostics():

@@ -38,6 +38,7 @@ class MCTrainer(ValueHeadsTrainer):
             cql_weight=args.cql_weight,
             bc_weight=args.bc_weight,
             chunk_size=args.loss_chunk_size,
+            memory_budget=args.loss_memory_budget,
         )
         self.record(stats)
         return (loss, outputs) if return_outputs else loss
