@@ -272,7 +272,8 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(suite_path: str, output_dir: str | None = None, only: list[str] | None = None) -> int:
+def main(suite_path: str, output_dir: str | None = None, only: list[str] | None = None,
+         seeds: list[int] | None = None) -> int:
     start = time.perf_counter()
     suite = read_suite(suite_path, output_dir)
     if only:
@@ -280,7 +281,15 @@ def main(suite_path: str, output_dir: str | None = None, only: list[str] | None 
         if unknown:
             raise ValueError(f"{suite_path}: no task {', '.join(unknown)}; it has {', '.join(t.name for t in suite.tasks)}.")
         suite.tasks = [t for t in suite.tasks if t.name in only]
+    if seeds:
+        unknown = sorted(set(seeds) - set(suite.seeds))
+        if unknown:
+            raise ValueError(f"{suite_path}: no seed {', '.join(map(str, unknown))}; it has "
+                             f"{', '.join(map(str, suite.seeds))}.")
+        suite.seeds = [s for s in suite.seeds if s in seeds]
     stem = "benchmark" if not only else "benchmark-" + "-".join(t.name for t in suite.tasks)  # a part keeps its own table
+    if seeds:
+        stem += "-seed" + "-".join(map(str, suite.seeds))
     rows = summarize(suite, run_suite(suite, log=lambda m: print(m, flush=True)))
     text = table(rows)
     seconds = time.perf_counter() - start

@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     suite_parser.add_argument("--output_dir", default=None, help="Where the runs go (default: the suite's).")
     suite_parser.add_argument("--task", action="append", default=None, metavar="NAME",
                               help="Only this task of the suite (repeatable); the table covers the tasks run.")
+    suite_parser.add_argument("--seed", action="append", type=int, default=None, metavar="N",
+                              help="Only this seed of the suite's (repeatable), e.g. to share the runs between "
+                              "machines; a later run without --seed reuses them all.")
     bench_parser = commands.add_parser("bench", help="Measure decoding, training steps, memory and parameters of "
                                        "BC, ILQL and the reference designs side by side; print one table.")
     bench_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
-            return benchmark(args.suite, args.output_dir, args.task)
+            return benchmark(args.suite, args.output_dir, args.task, args.seed)
         elif args.command == "bench":
             from .bench import main as bench
 

@@ -88,6 +88,8 @@ def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_
     assert main(["benchmark", str(suite)]) == 0
     assert main(["benchmark", str(suite), "--task", "nope"]) == 2
     assert "no task nope; it has keep, drop" in capsys.readouterr().err
+    assert main(["benchmark", str(suite), "--seed", "7"]) == 2
+    assert "no seed 7; it has 0" in capsys.readouterr().err
     rows = {name: [json.loads(line) for line in (tmp_path / "out" / name / "data" / "seed0.jsonl").read_text().splitlines()]
             for name in ("keep", "drop")}
     assert len(rows["keep"]) == 20 and len(rows["drop"]) == 5
