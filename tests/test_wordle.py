@@ -152,3 +152,15 @@ def test_lazy_players_open_with_fixed_words_and_meet_the_others_after_a_common_o
     assert returns[True] / len(lazy) < returns[False] / (len(rows) - len(lazy)) - 1.0  # lazy play costs guesses
     with pytest.raises(ValueError, match="lazy_share must be between 0 and 1"):
         generate_wordle_episodes(2, lazy_share=1.5, progress=False)
+
+
+def test_the_lazy_words_after_the_opener_have_first_letters_no_other_word_shares():
+    from collections import Counter
+
+    from lmrl.tasks.wordle.data import lazy_opening
+
+    words = vocabulary(100)
+    opening = lazy_opening(words, 4)
+    firsts = Counter(w[0] for w in words)
+    assert len(set(opening)) == 4 and opening == lazy_opening(words, 4)  # fixed: the same in every dataset
+    assert all(firsts[w[0]] == 1 for w in opening[1:])  # 'known', 'right', 'video' in the 100-word game

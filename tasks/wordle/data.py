@@ -12,6 +12,7 @@ returns, which is what offline RL can pick out (the maze's detour walkers, in Wo
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from tqdm.auto import tqdm
 
@@ -35,6 +36,16 @@ def parse_history(conversation: list[dict]) -> list[tuple[str, str]]:
 LAZY_SEED = 12_345  # the lazy players' opening words: one fixed draw, the same in every dataset
 
 
+def lazy_opening(words: tuple[str, ...], turns: int) -> list[str]:
+    """The lazy players' fixed words: a seeded opener, then the words whose first letter the fewest
+    words of the game share, so that the first letter of a lazy guess already tells it apart from
+    the consistent guesses (a clean token-level choice for a value function to learn)."""
+    opener = random.Random(LAZY_SEED).choice(words)
+    firsts = Counter(w[0] for w in words)
+    rest = sorted((w for w in words if w != opener), key=lambda w: (firsts[w[0]], w))
+    return [opener, *rest[: turns - 1]]
+
+
 class WordleBehaviourPolicy:
     """`lazy=True`: a lazy player (see the module's docstring); otherwise the random/consistent mixture."""
 
@@ -47,7 +58,7 @@ class WordleBehaviourPolicy:
         self.write = spell if spelled else str
         self.lazy = lazy
         self.common_opener = common_opener  # every player opens with the lazy players' first word
-        self.opening = random.Random(LAZY_SEED).sample(self.words, lazy_turns)
+        self.opening = lazy_opening(self.words, lazy_turns)
 
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         replies = []
