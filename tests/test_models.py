@@ -195,6 +195,32 @@ def test_loading_with_a_different_head_type_is_refused(tokenizer, tmp_path):
         AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_type="untied")
 
 
+def test_a_narrower_head_shape_has_fewer_parameters_and_keeps_its_shape_through_saving(tokenizer, tmp_path):
+    base = _base(tokenizer)
+    hidden = base.config.hidden_size
+    default = AutoModelForCausalLMWithILQLHeads.from_pretrained(base)
+    narrow = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=hidden // 4)
+    _randomize_heads(narrow)
+
+    def head_params(model):
+        return sum(p.numel() for m in (model.q_heads, model.v_head) for p in m.parameters())
+
+    def mlps(width):  # two Q heads h -> width -> h and V h -> width -> 1, with their biases
+        return 2 * (2 * hidden * width + width + hidden) + hidden * width + 2 * width + 1
+
+    per_token_biases = 2 * default.get_output_embeddings().weight.shape[0]  # b_k of the two tied Q heads
+    assert head_params(default) == mlps(2 * hidden) + per_token_biases
+    assert head_params(narrow) == mlps(hidden // 4) + per_token_biases
+    narrow.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path)
+    assert loaded.config.head_hidden_size == hidden // 4 and head_params(loaded) == head_params(narrow)
+    ids = _prompt(tokenizer)
+    assert torch.equal(loaded.generate(input_ids=ids, max_new_tokens=6, do_sample=False),
+                       narrow.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
+    with pytest.raises(ValueError, match="head_hidden_size"):
+        AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_hidden_size=hidden)
+
+
 def test_a_plain_causal_lm_path_gets_fresh_heads(tokenizer, tmp_path):
     base = _base(tokenizer)
     base.save_pretrained(tmp_path)

@@ -1,5 +1,6 @@
-"""Decoding variants: the plain LM, the ILQL model guided on the top-k tokens or the whole vocabulary,
-and a frozen LM steered by a smaller value model through `ValueGuidedLogitsProcessor`.
+"""Decoding variants: the plain LM, the ILQL model guided on the top-k tokens or the whole vocabulary
+(and, optionally, with narrower heads), and a frozen LM steered by a smaller value model through
+`ValueGuidedLogitsProcessor`.
 
 Every call decodes exactly `new_tokens` tokens greedily (EOS disabled) under `torch.inference_mode()`.
 """
@@ -17,8 +18,10 @@ from ..models import AutoModelForCausalLMWithILQLHeads
 
 def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
                     value_model: AutoModelForCausalLMWithILQLHeads, prompt: torch.Tensor, new_tokens: int,
-                    top_k: int) -> dict[str, tuple[str, Callable[[], None]]]:
-    """name -> (label, a call that decodes the batch `prompt` [b, T])."""
+                    top_k: int, narrow: AutoModelForCausalLMWithILQLHeads | None = None
+                    ) -> dict[str, tuple[str, Callable[[], None]]]:
+    """name -> (label, a call that decodes the batch `prompt` [b, T]); `narrow`: the model with a smaller
+    head shape (`head_hidden_size`), decoded on the top-k fast path too."""
 
     def decode(model: nn.Module, guidance_top_k: int | None = None, **kwargs) -> None:
         if guidance_top_k is not None:  # a decoding setting: safe to switch between calls
@@ -30,9 +33,14 @@ def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
     def steered() -> None:
         decode(base, logits_processor=[ValueGuidedLogitsProcessor(value_model, top_k=top_k)])
 
-    return {
+    variants = {
         "plain": ("plain generate()", lambda: decode(base)),
         "top_k": (f"guided, top-{top_k} fast path", lambda: decode(guided, top_k)),
         "full": ("guided, full vocabulary", lambda: decode(guided, 0)),
         "steered": ("frozen LM + ValueGuidedLogitsProcessor (smaller value model)", steered),
     }
+    if narrow is not None:
+        width = narrow.config.head_hidden_size
+        variants["narrow"] = (f"guided, top-{top_k} fast path, narrow heads (head_hidden_size={width})",
+                              lambda: decode(narrow, top_k))
+    return variants

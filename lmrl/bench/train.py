@@ -111,6 +111,8 @@ def _loss_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "action_mask", "rewards", "dones")}
 
 
-def wrap(base: nn.Module, head_type: str, beta: float, top_k: int) -> AutoModelForCausalLMWithILQLHeads:
+def wrap(base: nn.Module, head_type: str, beta: float, top_k: int, head_hidden_size: int | None = None
+         ) -> AutoModelForCausalLMWithILQLHeads:
     """Fresh ILQL heads on `base` (shared, not copied)."""
-    return AutoModelForCausalLMWithILQLHeads.from_pretrained(base, head_type=head_type, beta=beta, guidance_top_k=top_k)
+    return AutoModelForCausalLMWithILQLHeads.from_pretrained(base, head_type=head_type, beta=beta, guidance_top_k=top_k,
+                                                             head_hidden_size=head_hidden_size)

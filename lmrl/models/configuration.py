@@ -9,7 +9,7 @@ from ..compat import SubConfigSpec
 HEAD_TYPES = ("tied", "untied")
 
 # Settings that shape the saved weights: a checkpoint cannot be loaded with other values.
-STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads")
+STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads", "head_hidden_size")
 # Settings of decoding only: safe to override when loading.
 DECODING_FIELDS = ("beta", "advantage_clip", "guidance_top_k", "guidance_top_p")
 HEAD_FIELDS = STRUCTURAL_FIELDS + DECODING_FIELDS
@@ -26,6 +26,9 @@ class ILQLHeadsConfig(PreTrainedConfig):
         head_type: `"tied"` (Q = W_E g(h) + b, a few percent of the base parameters) or `"untied"`
             (an MLP h -> 2h -> V per head, as in the reference implementations).
         num_q_heads: number of online Q heads (2: clipped double Q).
+        head_hidden_size: width of the Q and V heads' MLP hidden layer; `None` is twice the hidden size,
+            as in the paper. A narrower one (e.g. a quarter of the hidden size: a rank-h/4 head) is
+            a smaller head shape: fewer parameters, cheaper decoding at batch 1 (docs/benchmarks.md).
         target_heads: keep Polyak target copies of the Q heads (ILQL's TD learning needs them;
             Monte-Carlo regression does not, and its models are built without them).
         beta: strength of guidance at decoding: `log pi_beta + beta * clip(min_k Q_k - V)`. `0` decodes
@@ -54,6 +57,7 @@ class ILQLHeadsConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     head_type: str = "tied"
     num_q_heads: int = 2
+    head_hidden_size: int | None = None
     target_heads: bool = True
     beta: float = 4.0
     advantage_clip: float = 10.0
@@ -75,6 +79,7 @@ def check_head_settings(settings: dict, where: str) -> None:
     checks = {
         "head_type": (lambda v: v in HEAD_TYPES, f"must be one of {HEAD_TYPES}"),
         "num_q_heads": (lambda v: v >= 1, "must be at least 1"),
+        "head_hidden_size": (lambda v: v >= 1, "must be at least 1 (None: twice the hidden size)"),
         "guidance_top_k": (lambda v: v >= 0, "must be >= 0 (0 = full vocabulary)"),
         "guidance_top_p": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
         "advantage_clip": (lambda v: v > 0, "must be positive"),

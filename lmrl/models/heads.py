@@ -17,7 +17,9 @@ from torch import nn
 from ..ops.vocab import ProjectedLogits
 
 
-def _mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:
+def _mlp(in_features: int, hidden_features: int | None, out_features: int) -> nn.Sequential:
+    """`in -> hidden -> out` with a ReLU; `hidden_features=None` is twice `in_features` (the paper's heads)."""
+    hidden_features = hidden_features or 2 * in_features
     return nn.Sequential(
         nn.Linear(in_features, hidden_features), nn.ReLU(), nn.Linear(hidden_features, out_features)
     )
@@ -27,12 +29,13 @@ class TiedQHead(nn.Module):
     """`Q(s, .) = W_E g(h) + b`, with `W_E` the LM's output embedding (detached) and `g` a small MLP.
 
     `g`'s last layer starts at zero, so Q starts at the per-token bias `b` (zero): the head adds
-    O(h^2) parameters instead of the O(h V) of an untied vocabulary projection.
+    O(h^2) parameters instead of the O(h V) of an untied vocabulary projection (`g`: h -> 2h -> h, or
+    h -> `hidden_features` -> h).
     """
 
-    def __init__(self, hidden_size: int, vocab_size: int):
+    def __init__(self, hidden_size: int, vocab_size: int, hidden_features: int | None = None):
         super().__init__()
-        self.mlp = _mlp(hidden_size, 2 * hidden_size, hidden_size)
+        self.mlp = _mlp(hidden_size, hidden_features, hidden_size)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
@@ -120,9 +123,9 @@ class StackedTiedQHeads:
 class UntiedQHead(nn.Module):
     """An MLP `h -> 2h -> V`, as in the reference implementations (kept for comparisons)."""
 
-    def __init__(self, hidden_size: int, vocab_size: int):
+    def __init__(self, hidden_size: int, vocab_size: int, hidden_features: int | None = None):
         super().__init__()
-        self.mlp = _mlp(hidden_size, 2 * hidden_size, vocab_size)
+        self.mlp = _mlp(hidden_size, hidden_features, vocab_size)
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.mlp[1](self.mlp[0](hidden))  # [..., 2h]
@@ -152,9 +155,9 @@ class UntiedQHead(nn.Module):
 class ValueHead(nn.Module):
     """`V(s)`: an MLP `h -> 2h -> 1`."""
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, hidden_features: int | None = None):
         super().__init__()
-        self.mlp = _mlp(hidden_size, 2 * hidden_size, 1)
+        self.mlp = _mlp(hidden_size, hidden_features, 1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.mlp(hidden).squeeze(-1)
@@ -183,9 +186,9 @@ def polyak_update_(target: nn.Module, online: nn.Module, alpha: float) -> None:
     torch._foreach_lerp_(targets, onlines, alpha)
 
 
-def make_q_head(head_type: str, hidden_size: int, vocab_size: int) -> nn.Module:
+def make_q_head(head_type: str, hidden_size: int, vocab_size: int, hidden_features: int | None = None) -> nn.Module:
     if head_type == "tied":
-        return TiedQHead(hidden_size, vocab_size)
+        return TiedQHead(hidden_size, vocab_size, hidden_features)
     if head_type == "untied":
-        return UntiedQHead(hidden_size, vocab_size)
+        return UntiedQHead(hidden_size, vocab_size, hidden_features)
     raise ValueError(f"head_type must be 'tied' or 'untied', got {head_type!r}.")

@@ -111,10 +111,11 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         hidden_size = config.text_config.hidden_size
         vocab_size = pretrained_model.get_output_embeddings().weight.shape[0]
         self.q_heads = nn.ModuleList(
-            make_q_head(config.head_type, hidden_size, vocab_size) for _ in range(config.num_q_heads)
+            make_q_head(config.head_type, hidden_size, vocab_size, config.head_hidden_size)
+            for _ in range(config.num_q_heads)
         )
         self.target_q_heads = self._copy_of_q_heads() if config.target_heads else None
-        self.v_head = ValueHead(hidden_size)
+        self.v_head = ValueHead(hidden_size, config.head_hidden_size)
         dtype = next(pretrained_model.parameters()).dtype
         for module in (self.q_heads, self.v_head):
             module.to(dtype=dtype)

@@ -82,9 +82,10 @@ class LMRLILQLForCausalLM(nn.Module):
         )
         hidden_size, self.vocab_size = text_config.hidden_size, text_config.vocab_size
         self.q_heads = nn.ModuleList(
-            make_q_head(config.head_type, hidden_size, self.vocab_size) for _ in range(config.num_q_heads)
+            make_q_head(config.head_type, hidden_size, self.vocab_size, config.head_hidden_size)
+            for _ in range(config.num_q_heads)
         )
-        self.v_head = ValueHead(hidden_size)
+        self.v_head = ValueHead(hidden_size, config.head_hidden_size)
         self.make_empty_intermediate_tensors = getattr(self.pretrained_model, "make_empty_intermediate_tensors", None)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
