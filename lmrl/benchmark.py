@@ -264,6 +264,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.axhline(50, color="grey", linestyle="--", linewidth=1)
         ax.set_xticks(x, [r["algorithm"] for r in mine], rotation=30)
         ax.set_title(task)
+        ax.set_ylim(0, 105)  # one scale for every task: the normalized score runs from 0 to 100
     axes[0][0].set_ylabel("normalized score")
     axes[0][0].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
