@@ -73,7 +73,8 @@ class LMRLILQLForCausalLM(nn.Module):
                 "then serve `out`."
             )
         if get_tensor_model_parallel_world_size() > 1 or get_pp_group().world_size > 1:
-            raise NotImplementedError("lmrl's guided model runs on one device (tensor/pipeline parallel size 1).")
+            raise ValueError("lmrl's guided model runs on one device: start vLLM with tensor_parallel_size=1 and "
+                             "pipeline_parallel_size=1 (the Q/V heads are not sharded).")
         self.config = config
         self.settings = {key: getattr(config, key) for key in DECODING_FIELDS}
         text_config = config.get_text_config()
