@@ -85,3 +85,21 @@ def test_an_out_of_range_setting_is_refused_when_the_config_is_built(tmp_path):
         ILQLConfig(output_dir=str(tmp_path), guidance_top_p=1.5)
     with pytest.raises(ValueError, match="MCConfig: head_type must be one of"):
         MCConfig(output_dir=str(tmp_path), head_type="wide")
+
+
+def test_head_hidden_size_from_the_trainer_config_shapes_fresh_heads_and_is_saved(tokenizer, tmp_path):
+    trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer), args=_args(ILQLConfig, tmp_path, head_hidden_size=16),
+                          train_dataset=ROWS, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model()
+    reloaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "out")
+    for model in (trainer.model, reloaded):
+        assert model.config.head_hidden_size == 16
+        widths = {m.out_features for m in model.v_head.modules() if isinstance(m, torch.nn.Linear)}
+        assert 16 in widths and 2 * model.get_input_embeddings().embedding_dim not in widths
+    with pytest.raises(ValueError, match=r"asks for head_hidden_size=32, but the model given already has "
+                                         r"head_hidden_size=16"):
+        ILQLTrainer(model=reloaded, args=_args(ILQLConfig, tmp_path, head_hidden_size=32), train_dataset=ROWS,
+                    processing_class=tokenizer)
+    with pytest.raises(ValueError, match="ILQLConfig: head_hidden_size must be at least 1"):
+        ILQLConfig(output_dir=str(tmp_path), head_hidden_size=0)

@@ -164,3 +164,26 @@ def test_the_lazy_words_after_the_opener_have_first_letters_no_other_word_shares
     firsts = Counter(w[0] for w in words)
     assert len(set(opening)) == 4 and opening == lazy_opening(words, 4)  # fixed: the same in every dataset
     assert all(firsts[w[0]] == 1 for w in opening[1:])  # 'known', 'right', 'video' in the 100-word game
+
+
+def test_held_out_false_draws_answers_from_every_word_in_data_and_evaluation():
+    from lmrl.tasks.wordle.game import answers, read_guess
+
+    held_out = set(answers("eval", 100))
+    assert held_out.isdisjoint(answers("train", 100))
+    for split in ("train", "eval"):
+        env = WordleEnv(split, words=100, held_out=False)
+        assert env.answers == vocabulary(100)
+        drawn = set()
+        for seed in range(400):
+            env.reset(seed=seed)
+            drawn.add(env.answer)
+        assert drawn & held_out and drawn - held_out  # both kinds of words are secret words
+    rows = generate_wordle_episodes(300, random_share=0.0, seed=5, progress=False, words=100, held_out=False)
+    solved = {read_guess(r.messages[-1]["content"]) for r in rows if r.total_reward > -6}
+    assert solved & held_out  # the data solves games whose answers the default game keeps for evaluation
+    default = generate_wordle_episodes(300, random_share=0.0, seed=5, progress=False, words=100)
+    assert not {read_guess(r.messages[-1]["content"]) for r in default if r.total_reward > -6} & held_out
+    from lmrl.tasks.wordle import wordle_anchors
+
+    assert wordle_anchors(-3.0, words=100, held_out=False).best != wordle_anchors(-3.0, words=100).best

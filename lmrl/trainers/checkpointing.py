@@ -118,7 +118,7 @@ def _saved_shapes(path: Path) -> dict[str, list[int]] | None:
 
 
 def _structure(config) -> dict:
-    fields = ("model_type", "head_type", "num_q_heads", "target_heads")
+    fields = ("model_type", "head_type", "num_q_heads", "target_heads", "head_hidden_size")
     return {key: getattr(config, key) for key in fields if getattr(config, key, None) is not None}
 
 

@@ -32,26 +32,31 @@ def solver_reference(recompute: bool = False) -> dict:
 
 
 @lru_cache(maxsize=8)
-def _solver_return(words: int) -> float:
-    """The solver's average return on the first 100 evaluation answers of the `words`-word game."""
+def _solver_return(words: int, held_out: bool = True) -> float:
+    """The solver's average return on the first 100 evaluation answers of the `words`-word game (on
+    every word of it when the game holds none out)."""
     solver = Solver(vocabulary(words))
-    guesses = [solver.play(answer) for answer in answers("eval", words)[:REFERENCE_ANSWERS]]
+    guesses = [solver.play(answer) for answer in answers("eval" if held_out else "all", words)[:REFERENCE_ANSWERS]]
     return sum(-(g - 1) if g <= GUESSES else -float(GUESSES) for g in guesses) / len(guesses)
 
 
-def wordle_anchors(dataset_return: float, words: int | None = None) -> TaskAnchors:
+def wordle_anchors(dataset_return: float, words: int | None = None, held_out: bool = True) -> TaskAnchors:
     """0 = never solving (-6), 50 = the dataset's average return, 100 = the reference solver (on the
-    smaller game's own words when `words` is set)."""
-    best = solver_reference()["mean_return"] if words is None else _solver_return(words)
+    smaller game's own words when `words` is set, or the game holds no answers out)."""
+    if words is None and held_out:
+        best = solver_reference()["mean_return"]
+    else:
+        best = _solver_return(words, held_out)
     return TaskAnchors(minimum=-float(GUESSES), dataset=dataset_return, best=best)
 
 
 TASK = Task(
     "wordle",
-    make_env=lambda split="eval", words=None, feedback="pattern", **_: WordleEnv(split, words, feedback),
+    make_env=lambda split="eval", words=None, feedback="pattern", held_out=True, **_: WordleEnv(split, words, feedback,
+                                                                                                held_out),
     make_data=lambda n, seed=0, progress=True, **kwargs: generate_wordle_episodes(n, seed=seed, progress=progress,
                                                                                  **kwargs),
-    anchors=lambda dataset_return, words=None, **_: wordle_anchors(dataset_return, words),
+    anchors=lambda dataset_return, words=None, held_out=True, **_: wordle_anchors(dataset_return, words, held_out),
     max_turns=GUESSES,
     max_new_tokens=12,  # a spelled guess ("c r a n e") takes 5 tokens and the end of the turn
 )

@@ -80,11 +80,12 @@ class WordleBehaviourPolicy:
 def generate_wordle_episodes(n: int, random_share: float = 0.3, seed: int = 0, progress: bool = True,
                              words: int | None = None, spelled: bool = False,
                              feedback: str = "pattern", lazy_share: float = 0.0,
-                             lazy_turns: int = 3) -> list[EpisodeResult]:
+                             lazy_turns: int = 3, held_out: bool = True) -> list[EpisodeResult]:
     """`n` behaviour episodes on the training answers; `words=N`: the game on the N most frequent words;
     `spelled`: guesses written one letter at a time ("c r a n e"); `feedback`: how the game shows its
     answer ("pattern": "b y g b b", "letters": "cb ry ag nb eb"); `lazy_share`: the share of episodes
-    played by a lazy player with `lazy_turns` fixed opening words."""
+    played by a lazy player with `lazy_turns` fixed opening words; `held_out=False`: secret words from
+    every word of the game, the evaluation's too (see `WordleEnv`)."""
     if not 0.0 <= lazy_share <= 1.0:
         raise ValueError(f"lazy_share must be between 0 and 1, got {lazy_share}.")
     players = [WordleBehaviourPolicy(random_share, seed, words, spelled, lazy, lazy_turns, common_opener=lazy_share > 0)
@@ -96,7 +97,7 @@ def generate_wordle_episodes(n: int, random_share: float = 0.3, seed: int = 0, p
     for start in tqdm(range(0, n, 256), desc="Wordle behaviour episodes", disable=not progress, leave=False):
         for lazy in (False, True):  # each kind of player in batches: results are put back in seed order below
             chunk = [s for s, k in zip(seeds[start : start + 256], kinds[start : start + 256]) if k == lazy]
-            results += rollout(lambda: WordleEnv("train", words, feedback), players[lazy], chunk, GUESSES,
+            results += rollout(lambda: WordleEnv("train", words, feedback, held_out), players[lazy], chunk, GUESSES,
                                progress=False)
     order = {s: i for i, s in enumerate(seeds)}
     return sorted(results, key=lambda r: order[r.seed])

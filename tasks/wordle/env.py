@@ -17,7 +17,9 @@ class WordleEnv:
     word list costs -1 and uses up a try (the feedback says so); the answer costs 0 and ends the game.
     Returns are therefore -(guesses - 1) when solved and -6 when not. `words=N` plays a smaller game on
     the list's N most frequent words (guesses and answers); `feedback="letters"` shows each guessed
-    letter with its colour ("cb ry ag nb eb") instead of the colours alone.
+    letter with its colour ("cb ry ag nb eb") instead of the colours alone; `held_out=False` draws the
+    secret word from every word of the game in both splits (by default every 5th word is kept for
+    evaluation, so the data never solves those).
 
     Example:
         ```python
@@ -31,11 +33,12 @@ class WordleEnv:
 
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, split: str = "eval", words: int | None = None, feedback: str = "pattern"):
+    def __init__(self, split: str = "eval", words: int | None = None, feedback: str = "pattern",
+                 held_out: bool = True):
         if feedback not in FEEDBACK_STYLES:
             raise ValueError(f"feedback={feedback!r}: choose one of {', '.join(FEEDBACK_STYLES)}.")
         self.feedback_style = feedback
-        self.answers = answers(split, words)
+        self.answers = answers(split if held_out else "all", words)
         self.valid = frozenset(vocabulary(words))
         self.answer = self.answers[0]
         self.history: list[tuple[str, str]] = []
