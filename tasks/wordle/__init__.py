@@ -36,7 +36,7 @@ def _solver_return(words: int, held_out: bool = True) -> float:
     """The solver's average return on the first 100 evaluation answers of the `words`-word game (on
     every word of it when the game holds none out)."""
     solver = Solver(vocabulary(words))
-    guesses = [solver.play(answer) for answer in answers("eval" if held_out else "all", words)[:REFERENCE_ANSWERS]]
+    guesses = [solver.play(answer) for answer in answers("eval", words, held_out)[:REFERENCE_ANSWERS]]
     return sum(-(g - 1) if g <= GUESSES else -float(GUESSES) for g in guesses) / len(guesses)
 
 

@@ -38,7 +38,7 @@ class WordleEnv:
         if feedback not in FEEDBACK_STYLES:
             raise ValueError(f"feedback={feedback!r}: choose one of {', '.join(FEEDBACK_STYLES)}.")
         self.feedback_style = feedback
-        self.answers = answers(split if held_out else "all", words)
+        self.answers = answers(split, words, held_out)
         self.valid = frozenset(vocabulary(words))
         self.answer = self.answers[0]
         self.history: list[tuple[str, str]] = []

@@ -58,16 +58,17 @@ def read_feedback(text: str) -> str | None:
     return pattern if len(parts) == 5 and len(pattern) == 5 and set(pattern) <= set("gyb") else None
 
 
-def answers(split: str = "all", size: int | None = None) -> tuple[str, ...]:
-    """Secret words: every 5th word of the list is held out for evaluation."""
+def answers(split: str = "all", size: int | None = None, held_out: bool = True) -> tuple[str, ...]:
+    """Secret words: every 5th word of the list is held out for evaluation; `held_out=False`: every word,
+    in every split."""
     words = vocabulary(size)
-    if split == "eval":
+    if split not in ("train", "eval", "all"):
+        raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}.")
+    if split == "eval" and held_out:
         return words[::5]
-    if split == "train":
+    if split == "train" and held_out:
         return tuple(w for i, w in enumerate(words) if i % 5)
-    if split == "all":
-        return words
-    raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}.")
+    return words
 
 
 def feedback(guess: str, answer: str) -> str:
