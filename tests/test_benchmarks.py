@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from lmrl.bench.decode import RuleOnly
 from lmrl.bench.measure import LiveTensorMemory
 from lmrl.bench.paper_layout import SeparateTrunksILQL
 from lmrl.bench.run import DEFAULT_VS_UNCHUNKED, UNCHUNKED
@@ -31,7 +32,7 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     assert sections == {"params", "decode", "train", "scaling"}
     variants = " ".join(row["variant"] for row in rows)
     for expected in ("tied", "untied", "paper layout", "fast path", "full vocabulary", "ValueGuidedLogitsProcessor",
-                     "chunked", "materialized"):
+                     "chunked", "materialized", "floor of the rule", "the paper's heads"):
         assert expected in variants
     assert {row["section"] for row in rows if row["section"].startswith("decode")} == {"decode b=1", "decode b=4"}
     compared = [row for row in rows if row["variant"] == DEFAULT_VS_UNCHUNKED]  # a time ratio only, no memory
@@ -89,3 +90,18 @@ def test_bench_can_measure_one_shape_and_names_the_shapes_it_knows():
     assert only(FULL, ["gpt2-small", "llama-128k"]).scaling and not only(FULL, ["gpt2-small"]).scaling
     with pytest.raises(ValueError, match="--shape gpt3: no such shape in the full plan; choose from gpt2-small"):
         only(FULL, ["gpt3"])
+
+
+def test_the_rule_floor_variant_runs_the_rule_and_decodes_the_plain_tokens():
+    # Q = V = 0: the rule's scores are the top-k's log-probabilities, -inf elsewhere; greedy tokens are the plain ones
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=5000)).eval()
+    prompt = torch.randint(0, 5000, (3, 5))
+    logits = model(prompt).logits[:, -1].float()
+    scores = RuleOnly(top_k=8)(prompt, logits.clone())
+    top = logits.log_softmax(-1).topk(8, dim=-1)
+    assert torch.allclose(scores.gather(-1, top.indices), top.values, atol=1e-5)
+    assert torch.isinf(scores).sum(dim=-1).eq(5000 - 8).all()
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    assert torch.equal(model.generate(prompt, logits_processor=[RuleOnly(top_k=8)], **kwargs),
+                       model.generate(prompt, **kwargs))

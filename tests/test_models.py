@@ -1,10 +1,11 @@
 """The ILQL-heads model: wrapping, decoding, saving and loading, target updates."""
 
+import json
 import logging
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, pipeline, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, pipeline, set_seed
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
 from lmrl.generation import guided_scores
@@ -195,12 +196,12 @@ def test_loading_with_a_different_head_type_is_refused(tokenizer, tmp_path):
         AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_type="untied")
 
 
-def test_a_narrower_head_shape_has_fewer_parameters_and_keeps_its_shape_through_saving(tokenizer, tmp_path):
+def test_heads_are_a_quarter_of_the_hidden_size_by_default_and_the_papers_2h_is_an_option(tokenizer, tmp_path):
     base = _base(tokenizer)
     hidden = base.config.hidden_size
     default = AutoModelForCausalLMWithILQLHeads.from_pretrained(base)
-    narrow = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=hidden // 4)
-    _randomize_heads(narrow)
+    wide = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=2 * hidden)
+    _randomize_heads(default)
 
     def head_params(model):
         return sum(p.numel() for m in (model.q_heads, model.v_head) for p in m.parameters())
@@ -209,16 +210,34 @@ def test_a_narrower_head_shape_has_fewer_parameters_and_keeps_its_shape_through_
         return 2 * (2 * hidden * width + width + hidden) + hidden * width + 2 * width + 1
 
     per_token_biases = 2 * default.get_output_embeddings().weight.shape[0]  # b_k of the two tied Q heads
-    assert head_params(default) == mlps(2 * hidden) + per_token_biases
-    assert head_params(narrow) == mlps(hidden // 4) + per_token_biases
-    narrow.save_pretrained(tmp_path)
+    assert default.config.head_hidden_size == hidden // 4  # written as a number, not None
+    assert head_params(default) == mlps(hidden // 4) + per_token_biases
+    assert head_params(wide) == mlps(2 * hidden) + per_token_biases
+    default.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path)
-    assert loaded.config.head_hidden_size == hidden // 4 and head_params(loaded) == head_params(narrow)
+    assert loaded.config.head_hidden_size == hidden // 4 and head_params(loaded) == head_params(default)
     ids = _prompt(tokenizer)
     assert torch.equal(loaded.generate(input_ids=ids, max_new_tokens=6, do_sample=False),
-                       narrow.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
+                       default.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
     with pytest.raises(ValueError, match="head_hidden_size"):
         AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_hidden_size=hidden)
+
+
+def test_a_config_saved_when_null_meant_2h_loads_its_wide_heads(tokenizer, tmp_path):
+    # checkpoints written before the default became h/4 say `"head_hidden_size": null` beside 2h-wide weights
+    wide = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=128)
+    _randomize_heads(wide)
+    wide.save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**written, "head_hidden_size": None}))
+    loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path)
+    assert loaded.config.head_hidden_size == 2 * loaded.config.text_config.hidden_size == 128
+    ids = _prompt(tokenizer)
+    assert torch.equal(loaded.generate(input_ids=ids, max_new_tokens=6, do_sample=False),
+                       wide.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
+    assert AutoConfig.from_pretrained(tmp_path).head_hidden_size == 128  # the trainers' and adapters' path
+    loaded.save_pretrained(tmp_path / "again")  # and it is saved as a number from then on
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["head_hidden_size"] == 128
 
 
 def test_a_plain_causal_lm_path_gets_fresh_heads(tokenizer, tmp_path):

@@ -88,17 +88,17 @@ def test_an_out_of_range_setting_is_refused_when_the_config_is_built(tmp_path):
 
 
 def test_head_hidden_size_from_the_trainer_config_shapes_fresh_heads_and_is_saved(tokenizer, tmp_path):
-    trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer), args=_args(ILQLConfig, tmp_path, head_hidden_size=16),
+    trainer = ILQLTrainer(model=tiny_causal_lm(tokenizer), args=_args(ILQLConfig, tmp_path, head_hidden_size=8),
                           train_dataset=ROWS, processing_class=tokenizer)
     trainer.train()
     trainer.save_model()
     reloaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "out")
     for model in (trainer.model, reloaded):
-        assert model.config.head_hidden_size == 16
+        assert model.config.head_hidden_size == 8
         widths = {m.out_features for m in model.v_head.modules() if isinstance(m, torch.nn.Linear)}
-        assert 16 in widths and 2 * model.get_input_embeddings().embedding_dim not in widths
+        assert 8 in widths and model.get_input_embeddings().embedding_dim // 4 not in widths  # not the default
     with pytest.raises(ValueError, match=r"asks for head_hidden_size=32, but the model given already has "
-                                         r"head_hidden_size=16"):
+                                         r"head_hidden_size=8"):
         ILQLTrainer(model=reloaded, args=_args(ILQLConfig, tmp_path, head_hidden_size=32), train_dataset=ROWS,
                     processing_class=tokenizer)
     with pytest.raises(ValueError, match="ILQLConfig: head_hidden_size must be at least 1"):

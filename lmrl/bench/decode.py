@@ -1,6 +1,7 @@
 """Decoding variants: the plain LM, the ILQL model guided on the top-k tokens or the whole vocabulary
-(and, optionally, with narrower heads), and a frozen LM steered by a smaller value model through
-`ValueGuidedLogitsProcessor`.
+(and, optionally, with the paper's wider heads), a frozen LM steered by a smaller value model through
+`ValueGuidedLogitsProcessor`, and the plain LM with the guidance rule's own work and no heads (the floor
+of the rule: what a guided step costs above a plain one when the heads cost nothing).
 
 Every call decodes exactly `new_tokens` tokens greedily (EOS disabled) under `torch.inference_mode()`.
 """
@@ -12,16 +13,31 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..generation import ValueGuidedLogitsProcessor
+from transformers import LogitsProcessor
+
+from ..generation import ValueGuidedLogitsProcessor, guided_scores
 from ..models import AutoModelForCausalLMWithILQLHeads
+
+
+class RuleOnly(LogitsProcessor):
+    """The guided-decoding rule on the plain LM's scores with Q = V = 0: its vocabulary-sized passes (top-k,
+    one logsumexp per row, the `-inf` fill) and nothing of the heads. Same tokens as plain greedy decoding."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        values = scores.new_zeros(scores.shape[:-1])
+        return guided_scores(scores, lambda ids: values[..., None].expand(ids.shape), values, beta=1.0, clip=1.0,
+                             top_k=self.top_k, inplace=True)  # generate() hands processors its own fp32 copy
 
 
 def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
                     value_model: AutoModelForCausalLMWithILQLHeads, prompt: torch.Tensor, new_tokens: int,
-                    top_k: int, narrow: AutoModelForCausalLMWithILQLHeads | None = None
+                    top_k: int, wide: AutoModelForCausalLMWithILQLHeads | None = None
                     ) -> dict[str, tuple[str, Callable[[], None]]]:
-    """name -> (label, a call that decodes the batch `prompt` [b, T]); `narrow`: the model with a smaller
-    head shape (`head_hidden_size`), decoded on the top-k fast path too."""
+    """name -> (label, a call that decodes the batch `prompt` [b, T]); `wide`: the model with the paper's
+    head shape (`head_hidden_size` = 2h, the default before issue 19), decoded on the top-k fast path too."""
 
     def decode(model: nn.Module, guidance_top_k: int | None = None, **kwargs) -> None:
         if guidance_top_k is not None:  # a decoding setting: safe to switch between calls
@@ -38,9 +54,11 @@ def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
         "top_k": (f"guided, top-{top_k} fast path", lambda: decode(guided, top_k)),
         "full": ("guided, full vocabulary", lambda: decode(guided, 0)),
         "steered": ("frozen LM + ValueGuidedLogitsProcessor (smaller value model)", steered),
+        "rule_only": (f"floor of the rule: plain generate() + top-{top_k} guidance rule, no heads (Q = V = 0)",
+                      lambda: decode(base, logits_processor=[RuleOnly(top_k)])),
     }
-    if narrow is not None:
-        width = narrow.config.head_hidden_size
-        variants["narrow"] = (f"guided, top-{top_k} fast path, narrow heads (head_hidden_size={width})",
-                              lambda: decode(narrow, top_k))
+    if wide is not None:
+        width = wide.config.head_hidden_size
+        variants["wide"] = (f"guided, top-{top_k} fast path, the paper's heads (head_hidden_size={width} = 2h)",
+                            lambda: decode(wide, top_k))
     return variants
