@@ -10,7 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmrl.bench.decode import RuleOnly
-from lmrl.bench.measure import LiveTensorMemory
+from lmrl.bench.measure import LiveTensorMemory, interleaved, median_ratio, ratio_interval
 from lmrl.bench.paper_layout import SeparateTrunksILQL
 from lmrl.bench.run import DEFAULT_VS_UNCHUNKED, UNCHUNKED
 from lmrl.bench.train import BC_DEFAULT, separate_trunks, training_batch
@@ -105,3 +105,14 @@ def test_the_rule_floor_variant_runs_the_rule_and_decodes_the_plain_tokens():
     kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     assert torch.equal(model.generate(prompt, logits_processor=[RuleOnly(top_k=8)], **kwargs),
                        model.generate(prompt, **kwargs))
+
+
+def test_rounds_rotate_the_order_and_the_ratio_interval_brackets_the_median():
+    order = []
+    times = interleaved({name: (lambda name=name: order.append(name)) for name in "abc"}, 3, torch.device("cpu"),
+                        warm_up=False)
+    assert order == list("abcbcacab") and all(len(t) == 3 for t in times.values())
+    steady, noisy = [1.0] * 9, [1.0, 1.3, 0.8, 1.1, 0.9, 1.25, 1.0, 0.85, 1.15]
+    assert ratio_interval([1.04] * 9, steady) == (pytest.approx(1.04), pytest.approx(1.04))  # no noise: no width
+    low, high = ratio_interval(noisy, steady)
+    assert low < median_ratio(noisy, steady) < high and high - low > 0.1

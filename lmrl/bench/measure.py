@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 import weakref
@@ -29,16 +30,19 @@ def synchronize(device: torch.device) -> None:
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, device: torch.device,
                 warm_up: bool = True) -> dict[str, list[float]]:
     """Seconds per call of each variant: a warm-up call each (unless `warm_up=False`), then `repeats`
-    rounds that run every variant once, back to back, so a slow-down of a shared machine hits all alike."""
+    rounds that run every variant once, back to back, so a slow-down of a shared machine hits all alike.
+    Each round starts one variant further along (round r runs variants r, r+1, ...), so no variant is
+    always the one that runs first, after another variant has filled the caches, or last."""
     if warm_up:
         for fn in variants.values():
             fn()
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    times = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             synchronize(device)
             start = time.perf_counter()
-            fn()
+            variants[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
@@ -47,6 +51,17 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, device:
 def median_ratio(samples: list[float], baseline: list[float]) -> float:
     """Median over rounds of sample / baseline measured in the same round."""
     return statistics.median(s / b for s, b in zip(samples, baseline))
+
+
+def ratio_interval(samples: list[float], baseline: list[float], level: float = 0.95, resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:
+    """A `level` bootstrap interval of `median_ratio`: the rounds resampled with replacement. It says how far
+    the ratio moves with the machine's noise (a 5% target needs an interval narrower than 5%)."""
+    ratios = [s / b for s, b in zip(samples, baseline)]
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return medians[int(tail * (resamples - 1))], medians[int(round((1 - tail) * (resamples - 1)))]
 
 
 def resident_tensors(modules: list[nn.Module], optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -47,6 +47,7 @@ class Row:
     backward_memory: int | None = None  # most held by forward + backward above the weights and optimizer state
     target: Target | None = None
     samples: list[float] | None = None  # seconds per call, one per round
+    ratio_interval: tuple[float, float] | None = None  # 95% bootstrap interval of `ratio` over the rounds
 
     def markdown(self, judge: bool) -> str:
         if self.unit == "params":
@@ -54,7 +55,7 @@ class Row:
         else:
             value = f"{self.value:,.1f} tok/s ({self.seconds * 1e3:,.0f} ms)"
         cells = [
-            self.shape, self.section, self.variant, value, _number(self.ratio),
+            self.shape, self.section, self.variant, value, _ratio(self.ratio, self.ratio_interval),
             _mib(self.memory), _number(self.memory_ratio), _mib(self.backward_memory),
             "" if self.target is None else self.target.describe(self, judge),
         ]
@@ -71,8 +72,12 @@ def _number(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
+def _ratio(x: float | None, interval: tuple[float, float] | None) -> str:
+    return _number(x) + ("" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]")
+
+
 def table(rows: list[Row], judge: bool) -> str:
-    lines = ["| shape | measure | variant | value | ratio | peak memory | memory ratio | fwd+bwd memory | target |",
+    lines = ["| shape | measure | variant | value | ratio [95% CI] | peak memory | memory ratio | fwd+bwd memory | target |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     return "\n".join(lines + [row.markdown(judge) for row in rows])
 

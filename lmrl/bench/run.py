@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from . import train
 from .decode import decode_variants
-from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory, resident_tensors
+from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory, ratio_interval, resident_tensors
 from .paper_layout import SeparateTrunksILQL
 from .report import Row, Target, load_average, machine, table, write_json
 from .shapes import FULL, QUICK, ModelShape, Plan, Workload
@@ -27,7 +27,8 @@ DEFAULT_VS_UNCHUNKED = "ILQL default / ILQL with loss_chunk_size=0 (time ratio o
 TARGETS = {"params_tied": 0.06, "decode_top_k": 1.05, "train_tied_gpt2": 1.15, "train_tied_128k": 1.5,
            "default_vs_unchunked": 1.05, "memory_tied_128k": 1.3}
 NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmrl's BC), the median over rounds of "
-        "the per-round ratio; for parameters, added parameters / the base model's. tok/s and ms: medians. "
+        "the per-round ratio, with its 95% bootstrap interval over the rounds (the machine's noise); for parameters, "
+        "added parameters / the base model's. Targets are judged on the median. tok/s and ms: medians. "
         "memory ratio: peak / BC's peak. fwd+bwd memory: the most the forward and backward held above the weights "
         "and optimizer state (activations, logits, gradients), where the loss implementation shows.")
 
@@ -64,6 +65,10 @@ def parameter_rows(shape: ModelShape, base: nn.Module, models: dict, layout: Sep
     return rows
 
 
+def _interval(name: str, baseline: str, times: dict[str, list[float]]) -> tuple[float, float] | None:
+    return None if name == baseline else ratio_interval(times[name], times[baseline])
+
+
 def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, device, wide=None) -> list[Row]:
     rows = []
     for batch, repeats in work.decode_runs:
@@ -78,7 +83,7 @@ def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, de
             target = Target("ratio", TARGETS["decode_top_k"]) if name == "top_k" else None
             rows.append(Row(shape.name, f"decode b={batch}", label, batch * work.new_tokens / seconds, "tok/s",
                             median_ratio(times[name], times["plain"]), seconds, target=target,
-                            samples=times[name]))
+                            samples=times[name], ratio_interval=_interval(name, "plain", times)))
     return rows
 
 
@@ -104,12 +109,14 @@ def train_rows(shape: str, section: str, group: dict[str, train.TrainVariant], t
         seconds = statistics.median(times[name])
         (peak, above), bc_peak = memory[name], memory["bc"][0]
         rows.append(Row(shape, section, variant.label, tokens / seconds, "tok/s", median_ratio(times[name], times["bc"]),
-                        seconds, peak, peak / bc_peak, above, (targets or {}).get(name), times[name]))
+                        seconds, peak, peak / bc_peak, above, (targets or {}).get(name), times[name],
+                        _interval(name, "bc", times)))
     if "tied" in group and "tied_unchunked" in group:  # does picking the loss path by size ever lose?
         seconds = statistics.median(times["tied"])
         rows.append(Row(shape, section, DEFAULT_VS_UNCHUNKED, tokens / seconds, "tok/s",
                         median_ratio(times["tied"], times["tied_unchunked"]), seconds,
-                        target=(targets or {}).get("default_vs_unchunked"), samples=times["tied"]))
+                        target=(targets or {}).get("default_vs_unchunked"), samples=times["tied"],
+                        ratio_interval=_interval("tied", "tied_unchunked", times)))
     return rows, memory["bc"]
 
 

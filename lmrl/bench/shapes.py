@@ -92,8 +92,8 @@ SMOLLM2 = ModelShape("smollm2-135m", "llama", 576, 30, 9, 49152, value_hidden_si
 FULL = Plan(
     "full",
     (GPT2_SMALL, LLAMA_128K),
-    Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 5), (32, 3)), train_batch=1, train_len=128,
-             train_repeats=3, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 1024), scaling_repeats=3),
+    Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 15), (32, 7)), train_batch=1, train_len=128,
+             train_repeats=5, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 1024), scaling_repeats=3),
     lora_shapes=(SMOLLM2,),
 )
 QUICK = Plan(
