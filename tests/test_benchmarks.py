@@ -32,7 +32,7 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     assert sections == {"params", "decode", "train", "scaling"}
     variants = " ".join(row["variant"] for row in rows)
     for expected in ("tied", "untied", "paper layout", "fast path", "full vocabulary", "ValueGuidedLogitsProcessor",
-                     "chunked", "materialized", "floor of the rule", "the paper's heads"):
+                     "chunked", "materialized", "floor of the rule", "narrow heads"):
         assert expected in variants
     assert {row["section"] for row in rows if row["section"].startswith("decode")} == {"decode b=1", "decode b=4"}
     compared = [row for row in rows if row["variant"] == DEFAULT_VS_UNCHUNKED]  # a time ratio only, no memory

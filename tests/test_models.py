@@ -196,12 +196,12 @@ def test_loading_with_a_different_head_type_is_refused(tokenizer, tmp_path):
         AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_type="untied")
 
 
-def test_heads_are_a_quarter_of_the_hidden_size_by_default_and_the_papers_2h_is_an_option(tokenizer, tmp_path):
+def test_a_narrower_head_shape_has_fewer_parameters_and_keeps_its_shape_through_saving(tokenizer, tmp_path):
     base = _base(tokenizer)
     hidden = base.config.hidden_size
     default = AutoModelForCausalLMWithILQLHeads.from_pretrained(base)
-    wide = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=2 * hidden)
-    _randomize_heads(default)
+    narrow = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=hidden // 4)
+    _randomize_heads(narrow)
 
     def head_params(model):
         return sum(p.numel() for m in (model.q_heads, model.v_head) for p in m.parameters())
@@ -210,22 +210,22 @@ def test_heads_are_a_quarter_of_the_hidden_size_by_default_and_the_papers_2h_is_
         return 2 * (2 * hidden * width + width + hidden) + hidden * width + 2 * width + 1
 
     per_token_biases = 2 * default.get_output_embeddings().weight.shape[0]  # b_k of the two tied Q heads
-    assert default.config.head_hidden_size == hidden // 4  # written as a number, not None
-    assert head_params(default) == mlps(hidden // 4) + per_token_biases
-    assert head_params(wide) == mlps(2 * hidden) + per_token_biases
-    default.save_pretrained(tmp_path)
+    assert default.config.head_hidden_size == 2 * hidden  # the paper's width, written as a number, not None
+    assert head_params(default) == mlps(2 * hidden) + per_token_biases
+    assert head_params(narrow) == mlps(hidden // 4) + per_token_biases
+    narrow.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path)
-    assert loaded.config.head_hidden_size == hidden // 4 and head_params(loaded) == head_params(default)
+    assert loaded.config.head_hidden_size == hidden // 4 and head_params(loaded) == head_params(narrow)
     ids = _prompt(tokenizer)
     assert torch.equal(loaded.generate(input_ids=ids, max_new_tokens=6, do_sample=False),
-                       default.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
+                       narrow.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
     with pytest.raises(ValueError, match="head_hidden_size"):
         AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path, head_hidden_size=hidden)
 
 
-def test_a_config_saved_when_null_meant_2h_loads_its_wide_heads(tokenizer, tmp_path):
-    # checkpoints written before the default became h/4 say `"head_hidden_size": null` beside 2h-wide weights
-    wide = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer), head_hidden_size=128)
+def test_a_config_saved_with_a_null_head_width_loads_its_2h_heads(tokenizer, tmp_path):
+    # checkpoints written before configs carried the width say `"head_hidden_size": null` beside 2h-wide weights
+    wide = AutoModelForCausalLMWithILQLHeads.from_pretrained(_base(tokenizer))
     _randomize_heads(wide)
     wide.save_pretrained(tmp_path)
     written = json.loads((tmp_path / "config.json").read_text())

@@ -96,7 +96,7 @@ def test_head_hidden_size_from_the_trainer_config_shapes_fresh_heads_and_is_save
     for model in (trainer.model, reloaded):
         assert model.config.head_hidden_size == 8
         widths = {m.out_features for m in model.v_head.modules() if isinstance(m, torch.nn.Linear)}
-        assert 8 in widths and model.get_input_embeddings().embedding_dim // 4 not in widths  # not the default
+        assert 8 in widths and 2 * model.get_input_embeddings().embedding_dim not in widths  # not the default
     with pytest.raises(ValueError, match=r"asks for head_hidden_size=32, but the model given already has "
                                          r"head_hidden_size=8"):
         ILQLTrainer(model=reloaded, args=_args(ILQLConfig, tmp_path, head_hidden_size=32), train_dataset=ROWS,

@@ -56,7 +56,7 @@ def test_the_steered_policy_decodes_as_generate_with_the_processor_told_the_padd
     tokenizer = AutoTokenizer.from_pretrained(frozen)
     value_model, _ = load_policy_model(value, "ilql")
     value_model.config.guidance_top_k = 0  # the whole vocabulary: the untrained-ish values change the moves
-    value_model.config.beta = 500.0  # 3 steps leave Q's spread over tokens at ~0.01 (the Q layers start at zero)
+    value_model.config.beta = 50.0
     conversations = [[{"role": "system", "content": "Find the goal at (1, 1). Moves: up, down, left, right."},
                       {"role": "user", "content": text}]
                      for text in ("You are at (3, 1).", "You are at (1, 4). Walls: up.", "You are at (2, 2).")]
@@ -69,7 +69,7 @@ def test_the_steered_policy_decodes_as_generate_with_the_processor_told_the_padd
                           logits_processor=[ValueGuidedLogitsProcessor(value_model, attention_mask=mask)])
     texts = [t.strip() for t in tokenizer.batch_decode(by_hand[:, ids.shape[1]:], skip_special_tokens=True)]
     assert steered == texts
-    assert steered != plain  # beta 500 over the whole vocabulary moves something
+    assert steered != plain  # beta 50 over the whole vocabulary moves something
     value_model.config.beta = 0.0
     assert GeneratePolicy(lm, tokenizer, max_new_tokens=4, steer=value_model)(conversations) == plain
 

@@ -1,5 +1,5 @@
 """Decoding variants: the plain LM, the ILQL model guided on the top-k tokens or the whole vocabulary
-(and, optionally, with the paper's wider heads), a frozen LM steered by a smaller value model through
+(and, optionally, with narrower heads), a frozen LM steered by a smaller value model through
 `ValueGuidedLogitsProcessor`, and the plain LM with the guidance rule's own work and no heads (the floor
 of the rule: what a guided step costs above a plain one when the heads cost nothing).
 
@@ -34,10 +34,10 @@ class RuleOnly(LogitsProcessor):
 
 def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
                     value_model: AutoModelForCausalLMWithILQLHeads, prompt: torch.Tensor, new_tokens: int,
-                    top_k: int, wide: AutoModelForCausalLMWithILQLHeads | None = None
+                    top_k: int, narrow: AutoModelForCausalLMWithILQLHeads | None = None
                     ) -> dict[str, tuple[str, Callable[[], None]]]:
-    """name -> (label, a call that decodes the batch `prompt` [b, T]); `wide`: the model with the paper's
-    head shape (`head_hidden_size` = 2h, the default before issue 19), decoded on the top-k fast path too."""
+    """name -> (label, a call that decodes the batch `prompt` [b, T]); `narrow`: the model with a smaller
+    head shape (`head_hidden_size` = h/4), decoded on the top-k fast path too."""
 
     def decode(model: nn.Module, guidance_top_k: int | None = None, **kwargs) -> None:
         if guidance_top_k is not None:  # a decoding setting: safe to switch between calls
@@ -57,8 +57,8 @@ def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
         "rule_only": (f"floor of the rule: plain generate() + top-{top_k} guidance rule, no heads (Q = V = 0)",
                       lambda: decode(base, logits_processor=[RuleOnly(top_k)])),
     }
-    if wide is not None:
-        width = wide.config.head_hidden_size
-        variants["wide"] = (f"guided, top-{top_k} fast path, the paper's heads (head_hidden_size={width} = 2h)",
-                            lambda: decode(wide, top_k))
+    if narrow is not None:
+        width = narrow.config.head_hidden_size
+        variants["narrow"] = (f"guided, top-{top_k} fast path, narrow heads (head_hidden_size={width} = h/4)",
+                              lambda: decode(narrow, top_k))
     return variants

@@ -49,9 +49,9 @@ def parameter_rows(shape: ModelShape, base: nn.Module, models: dict, layout: Sep
         trainable, frozen = count(model.q_heads, model.v_head), count(model.target_q_heads)
         target = Target("ratio", TARGETS["params_tied"]) if head_type == "tied" else None
         width = model.config.head_hidden_size
-        name = {"tied": f"tied (lmrl default, head_hidden_size={width} = h/4)",
+        name = {"tied": f"tied (lmrl default, head_hidden_size={width} = 2h)",
                 "untied": f"untied (reference head design, head_hidden_size={width})",
-                "wide": f"tied, the paper's width (head_hidden_size={width} = 2h)"}[head_type]
+                "narrow": f"tied, narrow (head_hidden_size={width} = h/4)"}[head_type]
         rows.append(Row(shape.name, section, f"Q + V heads, {name}: trainable", trainable, "params",
                         trainable / base_params, target=target))
         rows.append(Row(shape.name, section, f"Q + V heads, {name}: total with target heads", trainable + frozen,
@@ -69,12 +69,12 @@ def _interval(name: str, baseline: str, times: dict[str, list[float]]) -> tuple[
     return None if name == baseline else ratio_interval(times[name], times[baseline])
 
 
-def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, device, wide=None) -> list[Row]:
+def decode_rows(shape: ModelShape, base, guided, value_model, work: Workload, device, narrow=None) -> list[Row]:
     rows = []
     for batch, repeats in work.decode_runs:
         progress(f"{shape.name}: decode, batch {batch}")
         prompt = torch.randint(0, shape.vocab_size - 1, (batch, work.prompt_len), device=device)
-        variants = decode_variants(base, guided, value_model, prompt, work.new_tokens, work.guidance_top_k, wide)
+        variants = decode_variants(base, guided, value_model, prompt, work.new_tokens, work.guidance_top_k, narrow)
         with torch.inference_mode():  # warm-up at the first batch size only: the code paths are warm after it
             times = interleaved({name: fn for name, (_, fn) in variants.items()}, repeats, device,
                                 warm_up=not rows)
@@ -129,14 +129,14 @@ def bench_shape(shape: ModelShape, work: Workload, device: torch.device, compare
     models = {"tied": train.wrap(base, "tied", work.beta, work.guidance_top_k).to(device),  # lmrl's default heads
               # the reference implementations' heads: an MLP h -> 2h -> V per head
               "untied": train.wrap(base, "untied", work.beta, work.guidance_top_k, 2 * shape.hidden_size).to(device)}
-    # the paper's head width, lmrl's default before issue 19: MLPs h -> 2h -> h instead of h -> h/4 -> h; decoded
-    wide = train.wrap(base, "tied", work.beta, work.guidance_top_k, 2 * shape.hidden_size).to(device).eval()
+    # the optional smaller head shape (issue 19): MLPs h -> h/4 -> h instead of h -> 2h -> h; decoded, not trained
+    narrow = train.wrap(base, "tied", work.beta, work.guidance_top_k, shape.hidden_size // 4).to(device).eval()
     layout = SeparateTrunksILQL(base).to(device)
-    params = parameter_rows(shape, base, {**models, "wide": wide}, layout)
+    params = parameter_rows(shape, base, {**models, "narrow": narrow}, layout)
     del layout  # built again, after the decode runs, when it is trained
     base.eval()
-    rows = params + decode_rows(shape, base, models["tied"].eval(), value_model, work, device, wide)
-    del value_model, wide
+    rows = params + decode_rows(shape, base, models["tied"].eval(), value_model, work, device, narrow)
+    del value_model, narrow
 
     progress(f"{shape.name}: training steps")
     base.train()

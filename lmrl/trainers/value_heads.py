@@ -33,9 +33,9 @@ class ValueLearningConfig(LMRLConfig):
     overrides it and is logged; for a fresh model, `None` means `ILQLHeadsConfig`'s default):
         head_type: `"tied"` Q heads (a few % of the base parameters) or `"untied"` vocabulary heads.
             Fresh heads only: a model that already has heads of the other type is refused.
-        head_hidden_size: width of the Q and V heads' hidden layer, for fresh heads (`None`: the model's; a
-            quarter of the hidden size for fresh heads, about 7x fewer parameters than the paper's 2h, see
-            docs/benchmarks.md). Like head_type, a model with heads of another width is refused.
+        head_hidden_size: width of the Q and V heads' hidden layer, for fresh heads (`None`: the model's;
+            twice the hidden size for fresh heads, the paper's shape; a quarter of it has about 7x fewer
+            parameters, see docs/benchmarks.md). Like head_type, a model with heads of another width is refused.
         beta, advantage_clip, guidance_top_k, guidance_top_p: decoding settings saved with the model
             (defaults 4.0, 10.0, 50, 1.0).
     Parameters that control the training:
@@ -71,8 +71,8 @@ class ValueLearningConfig(LMRLConfig):
     )
     head_hidden_size: int | None = field(
         default=None,
-        metadata={"help": "Width of the Q and V heads' hidden layer, for fresh heads. None: the model's (a "
-                  "quarter of the hidden size when fresh; the paper's heads are twice the hidden size)."},
+        metadata={"help": "Width of the Q and V heads' hidden layer, for fresh heads. None: the model's (twice "
+                  "the hidden size when fresh, the paper's shape)."},
     )
     beta: float | None = field(
         default=None,
