@@ -1,10 +1,10 @@
 """Task scores of the value-learning rows with the heads' two widths, side by side (issue 19).
 
-    python benchmarks/head_width.py runs/benchmark runs/benchmark_2h
+    python benchmarks/head_width.py runs/benchmark_h4 runs/benchmark
 
-The first folder holds a default-suite run made with today's default heads (h/4 wide), the second the
-same rows' runs made before the switch, with the paper's 2h heads (moved there, folder layout kept:
-TASK/ALGORITHM/seedN/eval.json). Every row is scored as `lmrl benchmark` scores it (mean normalized score
+The first folder holds default-suite runs made with narrow heads (h/4 wide), the second the same rows'
+runs with the default heads (the paper's 2h), folder layout as `lmrl benchmark` writes it:
+TASK/ALGORITHM/seedN/eval.json. Every row is scored as `lmrl benchmark` scores it (mean normalized score
 over the seeds, hierarchical bootstrap interval); a row that only one folder has is left out. Prints one
 markdown table.
 """
@@ -30,11 +30,11 @@ def scores(folder: Path) -> dict[tuple[str, str], tuple[float, float, float, lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("narrow", type=Path, help="runs with today's default heads (h/4)")
-    parser.add_argument("wide", type=Path, help="the same rows' runs with the paper's heads (2h)")
+    parser.add_argument("narrow", type=Path, help="runs with narrow heads (h/4)")
+    parser.add_argument("wide", type=Path, help="the same rows' runs with the default heads (2h)")
     args = parser.parse_args()
     narrow, wide = scores(args.narrow), scores(args.wide)
-    print("| task | algorithm | h/4 heads (default) [95% CI] | per seed | 2h heads (before) [95% CI] | per seed |")
+    print("| task | algorithm | h/4 heads [95% CI] | per seed | 2h heads (default) [95% CI] | per seed |")
     print("|---|---|---|---|---|---|")
     for key in [k for k in narrow if k in wide]:
         cells = []
