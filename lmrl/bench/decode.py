@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-
 from transformers import LogitsProcessor
 
 from ..generation import ValueGuidedLogitsProcessor, guided_scores

@@ -16,7 +16,14 @@ from transformers import AutoModelForCausalLM
 
 from . import train
 from .decode import decode_variants
-from .measure import MEMORY_METHOD, interleaved, median_ratio, peak_step_memory, ratio_interval, resident_tensors
+from .measure import (
+    MEMORY_METHOD,
+    interleaved,
+    median_ratio,
+    peak_step_memory,
+    ratio_interval,
+    resident_tensors,
+)
 from .paper_layout import SeparateTrunksILQL
 from .report import Row, Target, load_average, machine, table, write_json
 from .shapes import FULL, QUICK, ModelShape, Plan, Workload
