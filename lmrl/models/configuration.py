@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 
 from ..compat import SubConfigSpec
+from .heads import default_hidden_features
 
 HEAD_TYPES = ("tied", "untied")
 
@@ -74,15 +75,7 @@ class ILQLHeadsConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         check_head_settings({key: getattr(self, key) for key in HEAD_FIELDS}, where="ILQLHeadsConfig")
         if self.head_hidden_size is None:
-            self.head_hidden_size = default_head_hidden_size(self.get_text_config().hidden_size)
-
-
-
-def default_head_hidden_size(hidden_size: int) -> int:
-    """Width of fresh heads' hidden layer: twice the trunk's, the paper's shape. Issue 19 measured a quarter
-    of it (7x fewer head parameters, cheaper batch-1 decoding) and kept 2h: the narrow heads valued an
-    unseen token (ending the reply) above the rewarded one on the doors task (docs/benchmarks.md)."""
-    return 2 * hidden_size
+            self.head_hidden_size = default_hidden_features(self.get_text_config().hidden_size)
 
 
 def check_head_settings(settings: dict, where: str) -> None:
