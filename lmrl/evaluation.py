@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from .data import is_unlabeled, load_episodes, validate_row
-from .envs import GeneratePolicy, mean_ci, rollout, score_episodes
-from .envs.registry import get_task
+from .envs import EVAL_SEED, mean_ci, rollout, score_episodes
+from .generation import GeneratePolicy
+from .tasks import get_task
 
 FREE_CHAT_TOKENS = 64  # reply length without a task (lmrl play on a chat model)
 
@@ -43,31 +44,35 @@ def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .models import AutoModelForCausalLMWithILQLHeads
-    from .models.configuration import DECODING_FIELDS
-    from .trainers.value_heads import apply_head_settings
+    from .models.configuration import DECODING_FIELDS, apply_head_settings
 
     path = _checkpoint_dir(checkpoint)
     model_class = AutoModelForCausalLMWithILQLHeads if algorithm in ("ilql", "mc") else AutoModelForCausalLM
     model = model_class.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
     if config is not None and model_class is AutoModelForCausalLMWithILQLHeads:
         settings = {key: getattr(config, key) for key in DECODING_FIELDS if getattr(config, key, None) is not None}
-        model = apply_head_settings(model, settings, where="The evaluation recipe")
+        apply_head_settings(model.config, settings, where="The evaluation recipe")
     return model.to(device), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
     """Propose-and-rank: a proposal LM samples replies, the checkpoint (a CHAI critic, or an ILQL
-    model scoring by the sum of advantages) picks one."""
+    model scoring by the sum of advantages) picks one. A critic trained with reply features gets the
+    function of the recipe's `critic_features` task (else of its `task`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .generation import ProposeAndRank
     from .models import CHAICritic
+    from .trainers.chai import CHAIConfig
 
     trust = config.trust_remote_code
+    features = None
     if script.algorithm == "chai":
         critic = CHAICritic.from_pretrained(_checkpoint_dir(checkpoint), use_safetensors=True).to(device)
         critic_tokenizer = None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
+        if critic.config.num_features:
+            features = _critic_features(getattr(config, "critic_features", None) or script.task)
     else:
         critic, critic_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust, config)
         source = script.proposal_model
@@ -77,10 +82,22 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, dev
         _checkpoint_dir(source)
     proposal = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
-    k = script.rank_proposals or getattr(config, "num_proposals", 8)
+    k = script.rank_proposals or getattr(config, "num_proposals", CHAIConfig.num_proposals)
     return ProposeAndRank(proposal, tokenizer, critic, k=k, temperature=script.rank_temperature,
                           max_new_tokens=max_new_tokens, critic_tokenizer=critic_tokenizer,
-                          max_length=getattr(config, "max_length", None))
+                          max_length=getattr(config, "max_length", None), features=features)
+
+
+def _critic_features(task_name: str | None):
+    """The reply features of the task a CHAI critic was trained with (None without a task: the critic
+    then says that it needs them)."""
+    if not task_name:
+        return None
+    task = get_task(task_name)
+    if task.critic_features is None:
+        raise ValueError(f"The CHAI critic was trained with reply features, and task {task_name!r} has none "
+                         "(Task.critic_features): set the recipe's critic_features to the task it was trained with.")
+    return task.critic_features
 
 
 def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
@@ -154,7 +171,7 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
     return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning)
 
 
-def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = 10_000,
+def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = EVAL_SEED,
                         progress: bool = True, out_dir: str | Path | None = None) -> dict:
     """Roll out `episodes` evaluation episodes with the checkpoint's policy ([`build_policy`]). The
     report goes to `out_dir/eval.json` (default: the checkpoint).
@@ -168,6 +185,7 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
         raise ValueError("The recipe has no 'task' field, so there is no environment to evaluate in.")
     task = get_task(script.task)
     task_kwargs = dict(script.task_kwargs or {})
+    task.check_options(task_kwargs)  # a misspelt option: an error before the model is loaded
     returns = dataset_returns(script.dataset)
     data_return = mean_ci(returns)[0]
     state = PartialState(cpu=config.use_cpu)  # the config's device choice (see LMRLConfig.use_cpu)

@@ -21,7 +21,7 @@ from pathlib import Path
 from .data import Episode, validate_row
 from .envs.human import FreeChat, HumanSide, UnreadableLine
 
-DEFAULT_SEED = 50_000  # away from the evaluation buyers and customers (lmrl eval starts at 10000)
+PLAY_SEED = 50_000  # away from the evaluation buyers and customers (lmrl eval starts at 10000)
 HELP = "Type /end to end the episode here, /quit (or Ctrl-C) to stop without saving it."
 
 
@@ -112,7 +112,7 @@ class Player:
     """The agent and the task it plays: what `lmrl play` loads from a recipe or a checkpoint."""
 
     policy: Callable
-    task: object | None  # lmrl.envs.registry.Task, or None for a free chat
+    task: object | None  # lmrl.tasks.Task, or None for a free chat
     task_kwargs: dict
     agent: str
 
@@ -123,15 +123,14 @@ class Player:
         return PlaySession(self.policy, side, self.task.name, self.task.max_turns, self.agent)
 
 
-def load_player(target: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None,
-                recipes_dir: str | Path = "recipes") -> Player:
+def load_player(target: str | Path, checkpoint: str | Path | None = None, overrides: dict | None = None) -> Player:
     """The agent of a recipe file (trained at its `output_dir`, or at `checkpoint`), or of a trained
     model folder (its recipe found by [`lmrl.recipes.find_recipe`]; a causal LM without one: a free chat)."""
     from accelerate import PartialState
 
-    from .envs.registry import _MODULES, get_task
     from .evaluation import build_policy
     from .recipes import find_recipe, parse_recipe, read_recipe
+    from .tasks import get_task, task_names
 
     target = Path(target)
     recipe = target if target.is_file() else None
@@ -140,30 +139,32 @@ def load_player(target: str | Path, checkpoint: str | Path | None = None, overri
             raise ValueError(f"{target}: no such recipe file or model folder. Give a recipe (recipes/...yaml) or the "
                              "output_dir of a trained model.")
         checkpoint = checkpoint or target
-        recipe = find_recipe(target, recipes_dir)
+        recipe = find_recipe(target)
         if recipe is None:
             return _free_chat(target, overrides)
     script, config = parse_recipe(read_recipe(recipe, overrides), str(recipe))
     checkpoint = Path(checkpoint or config.output_dir)
     task = get_task(script.task) if script.task else None
+    if task is not None:
+        task.check_options(script.task_kwargs)  # a misspelt option: an error before the model is loaded
     if task is not None and task.human_side is None:
-        playable = sorted(name for name in _MODULES if get_task(name).human_side is not None)
+        playable = sorted(name for name in task_names() if get_task(name).human_side is not None)
         raise ValueError(f"Task {script.task!r} has no side for a person to play; lmrl play knows "
                          f"{', '.join(playable)}, and free chats with models that have no task.")
     policy = build_policy(script, config, checkpoint, task, PartialState(cpu=config.use_cpu).device)
     return Player(policy, task, dict(script.task_kwargs or {}), f"{checkpoint} ({recipe})")
 
 
-def _free_chat(folder: Path, overrides: list[str] | None) -> Player:
+def _free_chat(folder: Path, overrides: dict | None) -> Player:
     """A model folder without a recipe: a causal LM (or an ILQL model, guided) to chat with."""
     import torch
     from transformers import AutoConfig
 
-    from .envs import GeneratePolicy
     from .evaluation import FREE_CHAT_TOKENS, load_policy_model
+    from .generation import GeneratePolicy
 
     if overrides:
-        raise ValueError(f"{folder} has no recipe, so recipe fields ({' '.join(overrides)}) have nothing to change.")
+        raise ValueError(f"{folder} has no recipe, so recipe fields ({', '.join(overrides)}) have nothing to change.")
     model_type = AutoConfig.from_pretrained(folder).model_type
     if model_type == "lmrl_chai_critic":
         raise ValueError(f"{folder} is a CHAI critic without its recipe (recipe.yaml), which names the proposal LM "
@@ -237,7 +238,7 @@ def ask_rating(read: Callable[[str], str], write: Callable[[str], None]) -> int 
         write(f"{text!r} is not a rating: type a number from 1 to 5, or press Enter to skip.")
 
 
-def play_terminal(player: Player, out: str | Path, episodes: int = 1, seed: int = DEFAULT_SEED, resume: bool = False,
+def play_terminal(player: Player, out: str | Path, episodes: int = 1, seed: int = PLAY_SEED, resume: bool = False,
                   read: Callable[[str], str] = input, write: Callable[[str], None] = print) -> int:
     """Play `episodes` episodes in the terminal, appending each finished one to `out`; returns the exit
     code (130 when stopped early: Ctrl-C, /quit or the end of the input)."""

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from .envs.human import UnreadableLine
-from .play import DEFAULT_SEED, Player, append_row, open_log
+from .play import PLAY_SEED, Player, append_row, open_log
 
 RATINGS = ["1", "2", "3", "4", "5"]
 
@@ -24,7 +24,7 @@ def _gradio():
     return gradio
 
 
-def build_app(player: Player, out: str | Path, seed: int = DEFAULT_SEED, resume: bool = False):
+def build_app(player: Player, out: str | Path, seed: int = PLAY_SEED, resume: bool = False):
     """The Gradio page (`gradio.Blocks`): the person's briefing (the listing, the trip), the chat, the
     score at the end, an optional rating and a save button that appends the episode to `out`."""
     gr = _gradio()
@@ -97,7 +97,7 @@ def _status(session) -> str:
     return f"**{session.summary}** Rate the agent if you like, then press Save episode."
 
 
-def play_web(player: Player, out: str | Path, seed: int = DEFAULT_SEED, resume: bool = False,
+def play_web(player: Player, out: str | Path, seed: int = PLAY_SEED, resume: bool = False,
              host: str = "127.0.0.1", port: int | None = None) -> int:
     """Serve the page on `host` (loopback by default: only this machine can open it) until Ctrl-C."""
     app = build_app(player, out, seed, resume)

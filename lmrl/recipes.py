@@ -1,13 +1,20 @@
 """Recipes: one YAML file = the script fields (`ScriptArguments`) plus any field of the algorithm's
 config (`ILQLConfig`, `BCConfig`, `MCConfig`, `CHAIConfig`, `CALMConfig`). `read_recipe` reads the file
-and the command line's `--field value` overrides; `parse_recipe` checks and splits them. The commands
-that run recipes are in `lmrl.cli`.
+and applies overrides; `parse_recipe` checks and splits them. `add_recipe_arguments` turns every field
+into a command-line option (`lmrl train --help` lists them), and `parse_overrides` reads such options
+into a dict of typed values. The functions that run recipes are in [`lmrl.api`].
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
+import enum
+import types
+import typing
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,15 +34,38 @@ from .trainers import (
     MCTrainer,
 )
 
-ALGORITHMS = {"ilql": (ILQLConfig, ILQLTrainer), "bc": (BCConfig, BCTrainer), "mc": (MCConfig, MCTrainer),
-              "chai": (CHAIConfig, CHAITrainer), "calm": (CALMConfig, CALMTrainer)}
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What the commands need to know about an algorithm, in one place.
+
+    value_heads: its checkpoint is an `AutoModelForCausalLMWithILQLHeads` (Q and V heads on the LM),
+        which can steer a frozen LM or rank proposals by advantages;
+    trains_critic: it trains a separate critic over a frozen proposal LM (CHAI), so evaluation proposes
+        replies and the checkpoint ranks them.
+    """
+
+    name: str
+    config: type
+    trainer: type
+    value_heads: bool = False
+    trains_critic: bool = False
+
+
+ALGORITHMS = {a.name: a for a in (
+    Algorithm("ilql", ILQLConfig, ILQLTrainer, value_heads=True),
+    Algorithm("bc", BCConfig, BCTrainer),
+    Algorithm("mc", MCConfig, MCTrainer, value_heads=True),
+    Algorithm("chai", CHAIConfig, CHAITrainer, trains_critic=True),
+    Algorithm("calm", CALMConfig, CALMTrainer),
+)}
 
 
 @dataclass
 class ScriptArguments:
     """Fields of a recipe that are not training arguments."""
 
-    algorithm: str = field(metadata={"help": f"One of {', '.join(ALGORITHMS)}."})
+    algorithm: str = field(metadata={"help": "The training algorithm.", "choices": list(ALGORITHMS)})
     dataset: str | list[str] = field(
         metadata={"help": "Episodes: a local JSON/JSONL/Parquet file or folder, or a hub id; or a list of them, "
                   "trained on together (e.g. [runs/data/negotiation.jsonl, runs/played/negotiation.jsonl])."}
@@ -140,28 +170,147 @@ def _yaml(text: str, where: str):
         ) from None
 
 
-def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """The recipe as a dict, with `--field value` overrides applied (values parsed as YAML)."""
+def read_recipe(path: str | Path, overrides: Mapping[str, object] | Sequence[str] | None = None) -> dict:
+    """The recipe file as a dict, with `overrides` applied: a dict of field -> value, or command-line
+    options `["--field", "value", ...]` (read by [`parse_overrides`])."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such recipe file.")
     recipe = _yaml(path.read_text(), str(path)) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of field: value, got {type(recipe).__name__}.")
-    overrides = list(overrides or [])
-    while overrides:
-        key = overrides.pop(0)
-        if not key.startswith("--"):
-            raise ValueError(f"Expected --field value after the recipe, got {key!r}.")
-        key = key[2:].replace("-", "_")
-        if "=" in key:
-            key, value = key.split("=", 1)
-        elif overrides and not overrides[0].startswith("--"):
-            value = overrides.pop(0)
-        else:
-            value = "true"
-        recipe[key] = _yaml(value, f"--{key}")
-    return recipe
+    if overrides is None:
+        overrides = {}
+    elif not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    return {**recipe, **overrides}
+
+
+def recipe_fields() -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every field a recipe may hold, once each: the script fields, then each algorithm's config (the
+    fields of `TrainingArguments` they share appear once), as name -> (owning class, field)."""
+    fields = {}
+    for cls in (ScriptArguments, *(a.config for a in ALGORITHMS.values())):
+        for spec in dataclasses.fields(cls):
+            if spec.init and spec.name not in fields:
+                fields[spec.name] = (cls, spec)
+    return fields
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _number(kind: type):
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _yaml_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not valid plain YAML: {' '.join(str(err).split())}") from None
+
+
+def _option_type(annotation) -> tuple[object, list | None, str]:
+    """(converter, choices, type name) of a field's annotation: plain scalars are read as themselves
+    (`--save_strategy no` is the string "no"); lists, dicts and unions of several kinds as YAML."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums:  # e.g. IntervalStrategy | str
+            return str, [e.value for e in enums[0]], "str"
+        literal = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if len(args) == 1:
+            return _option_type(args[0])
+        if literal or len(args) > 1:
+            return _yaml_value, None, " | ".join(getattr(a, "__name__", str(a)) for a in args)
+    if typing.get_origin(annotation) is typing.Literal:
+        return _yaml_value, list(typing.get_args(annotation)), "str"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str, [e.value for e in annotation], "str"
+    if annotation is bool:
+        return _bool, None, "bool"
+    if annotation in (int, float):
+        return _number(annotation), None, annotation.__name__
+    if annotation is str:
+        return str, None, "str"
+    return _yaml_value, None, getattr(annotation, "__name__", str(annotation)) + " (YAML)"
+
+
+def _default_text(spec: dataclasses.Field) -> str:
+    if spec.default is not dataclasses.MISSING:
+        return repr(spec.default.value if isinstance(spec.default, enum.Enum) else spec.default)
+    if spec.default_factory is not dataclasses.MISSING:
+        return repr(spec.default_factory())
+    return "required"
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """Add every recipe field as `--field VALUE` (also `--field-name`), grouped by the class that owns it,
+    with its type, default, help and choices; values given on the command line override the recipe's.
+    Options the command defines itself (`skip`) are left out."""
+    groups = {}
+    for name, (cls, spec) in recipe_fields().items():
+        if name in skip:
+            continue
+        if cls not in groups:
+            algorithms = [a.name for a in ALGORITHMS.values() if a.config is cls]
+            title = (f"{cls.__name__} fields (algorithm: {algorithms[0]})" if algorithms else
+                     f"{cls.__name__} fields (every recipe)")
+            groups[cls] = parser.add_argument_group(title)
+        annotation = typing.get_type_hints(cls)[name]
+        convert, choices, type_name = _option_type(annotation)
+        choices = spec.metadata.get("choices", choices)
+        help_text = (spec.metadata.get("help") or "").replace("%", "%%")
+        help_text += f" [{type_name}; default: {_default_text(spec)}]".replace("%", "%%")
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        extra = {"nargs": "?", "const": True} if convert is _bool else {}
+        groups[cls].add_argument(*flags, dest=name, type=convert, choices=choices, default=argparse.SUPPRESS,
+                                 metavar=None if choices else type_name.split(" ")[0].upper(), help=help_text, **extra)
+
+
+class _OverrideParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def parse_overrides(args: Sequence[str]) -> dict:
+    """Command-line options `["--field", "value", ...]` as a dict of typed values (a bare `--flag` is
+    true); an unknown option is an error that suggests the closest field."""
+    parser = _OverrideParser(prog="lmrl", add_help=False, allow_abbrev=False)
+    add_recipe_arguments(parser)
+    values, unknown = parser.parse_known_args(list(args))
+    if unknown:
+        raise ValueError(unknown_options_message(unknown))
+    return vars(values)
+
+
+def unknown_options_message(unknown: Sequence[str]) -> str:
+    """Says which options are not recipe fields, with the closest field's name where one is close."""
+    names = list(recipe_fields())
+    parts = []
+    for option in unknown:
+        if not option.startswith("-"):
+            parts.append(f"{option!r} (a value without its --field)")
+            continue
+        name = option.lstrip("-").split("=", 1)[0].replace("-", "_")
+        close = difflib.get_close_matches(name, names, n=1)
+        parts.append(f"{option}" + (f" (did you mean --{close[0]}?)" if close else ""))
+    return f"unknown option(s): {', '.join(parts)}. `lmrl train --help` lists every recipe field."
 
 
 # recipe fields that were renamed: old name -> new name (the old one still works, with a warning)
@@ -194,13 +343,15 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
     algorithm = recipe.get("algorithm")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{source}: field 'algorithm' must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
-    config_class, _ = ALGORITHMS[algorithm]
+    config_class = ALGORITHMS[algorithm].config
     recipe = _renamed_fields(recipe, source)
     valid = {f.name for cls in (ScriptArguments, config_class) for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(recipe) - valid)
     if unknown:
+        hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, valid, n=1))
+                 else name for name in unknown]
         raise ValueError(
-            f"{source}: unknown field(s) {', '.join(unknown)} for algorithm {algorithm!r}. "
+            f"{source}: unknown field(s) {', '.join(hints)} for algorithm {algorithm!r}. "
             f"Valid fields: {', '.join(sorted(valid))}."
         )
     script, config = HfArgumentParser((ScriptArguments, config_class)).parse_dict(recipe)
@@ -239,19 +390,7 @@ def save_recipe(recipe: dict, output_dir: str | Path) -> Path:
     return path
 
 
-def find_recipe(checkpoint: str | Path, recipes_dir: str | Path = "recipes") -> Path | None:
-    """The recipe of a trained model: the one `lmrl train` saved beside it, else the recipe under
-    `recipes_dir` whose `output_dir` is this folder (models trained before recipes were saved), else None."""
+def find_recipe(checkpoint: str | Path) -> Path | None:
+    """The recipe `lmrl train` saved beside a trained model, or None."""
     saved = Path(checkpoint, SAVED_RECIPE)
-    if saved.is_file():
-        return saved
-    target = Path(checkpoint).resolve()
-    for path in sorted(Path(recipes_dir).rglob("*.yaml")):
-        try:
-            recipe = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(recipe, dict) and isinstance(recipe.get("output_dir"), str) \
-                and Path(recipe["output_dir"]).expanduser().resolve() == target:
-            return path
-    return None
+    return saved if saved.is_file() else None

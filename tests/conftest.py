@@ -39,14 +39,14 @@ DOOR_TEXTS = ["Pick a door: red door blue door green door. Which one? The red on
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lmrl.tiny import train_tokenizer
+    from lmrl.models.tiny import train_tokenizer
 
     return train_tokenizer(DOOR_TEXTS, vocab_size=300)
 
 
 @pytest.fixture(scope="session")
 def chat_tokenizer():
-    from lmrl.tiny import CHAT_TEMPLATE, train_tokenizer
+    from lmrl.models.tiny import CHAT_TEMPLATE, train_tokenizer
 
     return train_tokenizer(DOOR_TEXTS + ["user assistant system"], vocab_size=300, chat_template=CHAT_TEMPLATE)
 
@@ -55,8 +55,9 @@ def train_and_evaluate(recipe, overrides: list[str], episodes: int) -> dict:
     """Train a shipped recipe (with `--field value` overrides), save it and evaluate it online."""
     from transformers import set_seed
 
-    from lmrl.cli import build_trainer, parse_recipe, read_recipe
+    from lmrl.api import build_trainer
     from lmrl.evaluation import evaluate_checkpoint, format_score_line
+    from lmrl.recipes import parse_recipe, read_recipe
 
     script, config = parse_recipe(read_recipe(recipe, ["--disable_tqdm", "true", *overrides]))
     set_seed(0)

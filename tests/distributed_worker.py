@@ -27,7 +27,7 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
 import lmrl  # noqa: E402
-from lmrl.tiny import tiny_causal_lm, train_tokenizer  # noqa: E402
+from lmrl.models.tiny import tiny_causal_lm, train_tokenizer  # noqa: E402
 
 REPLIES = [" red", " blue", " green", " gold"]
 PROMPTS = ["Pick a door:", "Pick a coat:", "Pick a car:", "Pick a cup:"]

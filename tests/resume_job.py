@@ -22,7 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from lmrl.cli import build_trainer, parse_recipe, read_recipe  # noqa: E402
+from lmrl.api import build_trainer
+from lmrl.recipes import parse_recipe, read_recipe  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "doors_ilql.yaml"
 STEPS, SAVE_STEPS, BATCH = 12, 4, 8

@@ -2,10 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
-from lmrl.tasks.flight_booking.airdialogue import load_airdialogue
-from lmrl.tasks.flight_booking.format import FLIGHT_FIELDS, render_action, render_context
 
 from lmrl.data import validate_row
+from lmrl.tasks.flight_booking.airdialogue import load_airdialogue
+from lmrl.tasks.flight_booking.format import FLIGHT_FIELDS, render_action, render_context
 
 FIXTURES = Path(__file__).parent / "fixtures" / "airdialogue"
 DATA, KB = FIXTURES / "data.json", FIXTURES / "kb.json"

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from lmrl import ILQLConfig, ILQLTrainer
-from lmrl.cli import main, read_recipe
+from lmrl.cli import main
 from lmrl.data import load_episodes, prepare_dataset
 from lmrl.evaluation import load_policy_model
-from lmrl.tiny import tiny_causal_lm, train_tokenizer
+from lmrl.models.tiny import tiny_causal_lm, train_tokenizer
+from lmrl.recipes import read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"messages": [{"role": "user", "content": "Pick a door:"}, {"role": "assistant", "content": " red"}]}

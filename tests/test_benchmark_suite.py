@@ -104,7 +104,7 @@ def test_a_suite_task_can_train_on_a_labelled_share_with_the_rest_unlabeled(tmp_
 
 
 def test_the_default_suite_names_known_tasks_and_shipped_recipes():
-    from lmrl.envs.registry import get_task
+    from lmrl.tasks import get_task
 
     suite = read_suite(ROOT / "benchmarks" / "suites" / "default.yaml")
     assert suite.seeds == [0, 1, 2]

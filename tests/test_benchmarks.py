@@ -1,4 +1,4 @@
-"""`lmrl bench` keeps running (tiny shapes); its figures are read, not asserted. Its parts are tested here."""
+"""`lmrl bench-cost` keeps running (tiny shapes); its figures are read, not asserted. Its parts are tested here."""
 
 import json
 import subprocess
@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lmrl.bench.decode import RuleOnly
-from lmrl.bench.measure import LiveTensorMemory, interleaved, median_ratio, ratio_interval
-from lmrl.bench.paper_layout import SeparateTrunksILQL
-from lmrl.bench.run import DEFAULT_VS_UNCHUNKED, UNCHUNKED
-from lmrl.bench.train import BC_DEFAULT, separate_trunks, training_batch
+from lmrl.cost.decode import RuleOnly
+from lmrl.cost.measure import LiveTensorMemory, interleaved, median_ratio, ratio_interval
+from lmrl.cost.paper_layout import SeparateTrunksILQL
+from lmrl.cost.run import DEFAULT_VS_UNCHUNKED, UNCHUNKED
+from lmrl.cost.train import BC_DEFAULT, separate_trunks, training_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow  # over 15 s: left out of CI's latest and floor jobs
 def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "lmrl.cli", "bench", "--quick", "--output", str(out)],
+    result = subprocess.run([sys.executable, "-m", "lmrl.cli", "bench-cost", "--quick", "--output", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("| shape | measure | variant |") == 1
@@ -82,8 +82,8 @@ def test_paper_layout_trains_policy_and_value_trunks_while_the_target_trunk_only
 
 
 def test_bench_can_measure_one_shape_and_names_the_shapes_it_knows():
-    from lmrl.bench.run import only
-    from lmrl.bench.shapes import FULL, SMOLLM2
+    from lmrl.cost.run import only
+    from lmrl.cost.shapes import FULL, SMOLLM2
 
     plan = only(FULL, ["smollm2-135m"])
     assert plan.shapes == () and plan.lora_shapes == (SMOLLM2,) and not plan.scaling
@@ -98,12 +98,12 @@ def test_the_rule_floor_variant_runs_the_rule_and_decodes_the_plain_tokens():
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=5000)).eval()
     prompt = torch.randint(0, 5000, (3, 5))
     logits = model(prompt).logits[:, -1].float()
-    scores = RuleOnly(top_k=8)(prompt, logits.clone())
+    scores = RuleOnly(guidance_top_k=8)(prompt, logits.clone())
     top = logits.log_softmax(-1).topk(8, dim=-1)
     assert torch.allclose(scores.gather(-1, top.indices), top.values, atol=1e-5)
     assert torch.isinf(scores).sum(dim=-1).eq(5000 - 8).all()
     kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
-    assert torch.equal(model.generate(prompt, logits_processor=[RuleOnly(top_k=8)], **kwargs),
+    assert torch.equal(model.generate(prompt, logits_processor=[RuleOnly(guidance_top_k=8)], **kwargs),
                        model.generate(prompt, **kwargs))
 
 

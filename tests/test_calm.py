@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from lmrl.tasks.flight_booking import generate_flight_episodes, outcome_label
 
 from lmrl import CALMConfig, CALMTrainer
 from lmrl.models.calm import OutcomeHead
+from lmrl.tasks.flight_booking import generate_flight_episodes, outcome_label, relabel_row
 from lmrl.trainers.calm import relabel_rows
 
 
@@ -67,14 +67,15 @@ def test_failed_dialogues_are_relabelled_and_the_impossible_ones_counted(caplog)
 def test_calm_trainer_trains_lm_and_outcome_head_and_saves_a_plain_causal_lm(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lmrl.tiny import build_tiny
+    from lmrl.models.tiny import build_tiny
 
     rows = [r.as_row() for r in generate_flight_episodes(24, seed=0, num_flights=3, progress=False)]
     model, tokenizer = build_tiny(rows, hidden_size=32, num_layers=1, vocab_size=300)
     args = CALMConfig(output_dir=str(tmp_path), outcome_task="flight_booking", num_train_epochs=4,
                       per_device_train_batch_size=8, learning_rate=3e-3, logging_steps=1, report_to="none",
                       save_strategy="no", disable_tqdm=True, max_length=1024)
-    trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                          outcome_label=outcome_label, relabel=relabel_row)
     item = trainer.train_dataset[0]
     context = sum(item["context_mask"])
     system = tokenizer(rows[0]["messages"][0]["content"])["input_ids"]
@@ -96,9 +97,25 @@ def test_calm_trainer_trains_lm_and_outcome_head_and_saves_a_plain_causal_lm(tmp
 
 def trainer_rows_first(trainer, rows):
     """The first training row after relabelling (successful rows keep their order)."""
-    from lmrl.tasks.flight_booking import relabel_row
-
     return relabel_rows(rows, relabel_row)[0]
+
+
+def test_calm_trainer_is_given_the_tasks_functions_and_does_not_look_a_task_up_by_name(tmp_path):
+    from lmrl.models.tiny import build_tiny
+
+    rows = [r.as_row() for r in generate_flight_episodes(8, seed=0, num_flights=3, progress=False)]
+    model, tokenizer = build_tiny(rows, hidden_size=16, num_layers=1, vocab_size=300)
+    args = CALMConfig(output_dir=str(tmp_path), outcome_task="flight_booking", report_to="none", max_length=1024)
+    with pytest.raises(ValueError, match=r"outcome_task='flight_booking' names a task.*outcome_label="):
+        CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    # a user's own labels, no task name needed: every dialogue in class 1 of 2
+    args = CALMConfig(output_dir=str(tmp_path), relabel=False, report_to="none", max_length=1024)
+    trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                          outcome_label=lambda row: 1)
+    assert set(trainer.train_dataset["outcome"]) == {1} and len(trainer.train_dataset) == len(rows)
+    assert trainer.model.outcome_head is not None
+    plain = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    assert set(plain.train_dataset["outcome"]) == {-100} and not hasattr(plain.model, "outcome_head")
 
 
 class DelayedEnv:
@@ -230,7 +247,7 @@ def test_calm_trains_with_activation_checkpointing_and_gets_the_plain_runs_losse
     """`activation_checkpointing=True` reaches the LM inside CALM's wrapper (with transformers'
     every_n_layers/offload options), its layers rerun in the backward pass, and the losses are the
     plain run's."""
-    from lmrl.tiny import build_tiny
+    from lmrl.models.tiny import build_tiny
 
     rows = [r.as_row() for r in generate_flight_episodes(8, seed=0, num_flights=3, progress=False)]
 
@@ -243,7 +260,8 @@ def test_calm_trains_with_activation_checkpointing_and_gets_the_plain_runs_losse
         args = CALMConfig(output_dir=str(tmp_path / str(len(overrides))), outcome_task="flight_booking",
                           max_steps=2, per_device_train_batch_size=4, logging_steps=1, report_to="none",
                           save_strategy="no", disable_tqdm=True, max_length=1024, seed=0, **overrides)
-        trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+        trainer = CALMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                              outcome_label=outcome_label, relabel=relabel_row)
         trainer.train()
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         return losses, len(calls), model.transformer.gradient_checkpointing

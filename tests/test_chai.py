@@ -9,6 +9,7 @@ from lmrl import CHAIConfig, CHAICritic, CHAICriticConfig, CHAITrainer, ProposeA
 from lmrl.generation import CriticScorer, ILQLScorer, sample_replies
 from lmrl.generation.replies import prompt_ids
 from lmrl.losses.chai import candidate_cql_loss, chai_loss, chai_targets, critic_td_loss
+from lmrl.tasks.negotiation import negotiation_features
 from lmrl.trainers.chai import build_candidate_sets, build_chai_dataset, episode_states, new_critic
 
 
@@ -105,7 +106,7 @@ def test_each_reply_is_a_transition_to_the_state_before_the_next_reply():
 
 @pytest.fixture(scope="module")
 def proposal_lm():
-    from lmrl.tiny import build_tiny
+    from lmrl.models.tiny import build_tiny
 
     model, tokenizer = build_tiny(ROWS * 4, hidden_size=32, num_layers=1, vocab_size=300)
     return model.eval(), tokenizer
@@ -134,7 +135,7 @@ def test_sampled_reply_log_probs_match_a_forward_pass(proposal_lm):
 
 
 def test_rollout_policy_and_proposal_sampling_generate_the_same_replies_for_the_same_seed(proposal_lm):
-    from lmrl.envs.policies import GeneratePolicy
+    from lmrl.generation.policy import GeneratePolicy
 
     model, tokenizer = proposal_lm
     conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]  # prompts of different lengths: left-padded
@@ -156,8 +157,6 @@ def test_proposals_are_sampled_once_and_then_read_from_the_cache(proposal_lm, tm
     monkeypatch.setattr(chai_module, "sample_replies", lambda *a, **k: calls.append(1) or real(*a, **k))
     args = CHAIConfig(output_dir=str(tmp_path), num_proposals=3, proposal_max_new_tokens=6, report_to="none",
                       critic_features="negotiation")
-    from lmrl.tasks.negotiation import negotiation_features
-
     first = build_chai_dataset(ROWS, model, tokenizer, args, negotiation_features)
     second = build_chai_dataset(ROWS, model, tokenizer, args, negotiation_features)
     assert len(calls) == 1 and len(list((tmp_path / "proposals").glob("*.safetensors"))) == 1
@@ -182,7 +181,8 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     args = CHAIConfig(output_dir=str(tmp_path / "chai"), num_proposals=3, proposal_max_new_tokens=6,
                       num_train_epochs=3, per_device_train_batch_size=2, report_to="none", save_strategy="no",
                       critic_features="negotiation", logging_steps=1, critic_hidden_size=16)
-    trainer = CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS * 3, processing_class=tokenizer)
+    trainer = CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS * 3, processing_class=tokenizer,
+                          features=negotiation_features)
     before = [p.detach().clone() for p in trainer.model.q.parameters()]
     result = trainer.train()
     assert math.isfinite(result.training_loss)
@@ -190,8 +190,11 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     logged = {k for entry in trainer.state.log_history for k in entry}
     assert {"loss/td", "loss/cql", "values/q_data", "rank/data_is_best"} <= logged
     trainer.save_model()
-    critic = CHAICritic.from_pretrained(tmp_path / "chai")
-    policy = ProposeAndRank(model, tokenizer, critic, k=4, max_new_tokens=6)
+    critic = CHAICritic.from_pretrained(tmp_path / "chai")  # reads no task: the name is for information
+    assert critic.config.features == "negotiation" and critic.config.num_features == 8
+    with pytest.raises(ValueError, match=r"trained with 8 features per reply \(negotiation\).*features="):
+        ProposeAndRank(model, tokenizer, critic, k=4, max_new_tokens=6)
+    policy = ProposeAndRank(model, tokenizer, critic, k=4, max_new_tokens=6, features=negotiation_features)
     conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]
     proposed = []
     propose = policy.propose
@@ -200,7 +203,7 @@ def test_chai_trainer_trains_saves_and_decodes_by_propose_and_rank(proposal_lm, 
     candidates = proposed[0]
     assert all(len(set(c)) > 1 for c in candidates)  # the proposals differ, so ranking them means something
     # the saved critic scores as the trained one does, and the policy keeps each state's best-scored candidate
-    trained = CriticScorer(trainer.model, model, tokenizer)(conversations, candidates)
+    trained = CriticScorer(trainer.model, model, tokenizer, features=negotiation_features)(conversations, candidates)
     torch.testing.assert_close(policy.scorer(conversations, candidates), trained)
     assert replies == [c[int(i)] for c, i in zip(candidates, trained.argmax(dim=-1))]
 
@@ -223,11 +226,32 @@ def test_chai_trainer_takes_the_proposal_lm_and_the_critic_explicitly(proposal_l
     before = [p.detach().clone() for p in critic.q.parameters()]
     trainer.train()
     assert any(not torch.equal(b, p) for b, p in zip(before, critic.q.parameters()))  # the critic given is trained
-    with pytest.warns(FutureWarning, match="proposal_model="):
-        old = CHAITrainer(model=model, args=args, train_dataset=ROWS, processing_class=tokenizer)
-    assert old.proposal_model is model and isinstance(old.model, CHAICritic) and old.model is not critic
-    with pytest.raises(ValueError, match="both proposal_model= and model="):
-        CHAITrainer(proposal_model=model, model=model, args=args)
+
+
+def test_chai_trainer_is_given_the_feature_function_and_does_not_look_a_task_up_by_name(proposal_lm, tmp_path):
+    model, tokenizer = proposal_lm
+    args = CHAIConfig(output_dir=str(tmp_path / "chai"), num_proposals=2, proposal_max_new_tokens=4, max_steps=1,
+                      report_to="none", save_strategy="no", critic_hidden_size=8, critic_features="negotiation",
+                      proposal_cache_dir=str(tmp_path / "proposals"))
+    with pytest.raises(ValueError, match=r"critic_features='negotiation' names a task.*features="):
+        CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS, processing_class=tokenizer)
+    # a user's own feature function, with no task: the reply's length and whether it names a price
+    args.critic_features = None
+
+    def reply_shape(messages, reply):
+        return [len(reply) / 10, float("$" in reply)]
+
+    trainer = CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS, processing_class=tokenizer,
+                          features=reply_shape)
+    assert trainer.model.config.num_features == 2
+    assert trainer.model.config.features.endswith("reply_shape")  # recorded, for information
+    assert trainer.train_dataset[0]["features"][0].tolist() == pytest.approx(reply_shape([], "I can do $180."))
+    with pytest.raises(ValueError, match="reads 2 features per reply"):  # continuing it needs the same function
+        CHAITrainer(proposal_model=model, critic=trainer.model, args=args, train_dataset=ROWS,
+                    processing_class=tokenizer)
+    with pytest.raises(ValueError, match="trained without reply features"):
+        CriticScorer(new_critic(build_candidate_sets(ROWS, None, model, tokenizer, args)[0], args, model), model,
+                     tokenizer, features=reply_shape)
 
 
 def test_propose_and_rank_keeps_the_best_scored_candidate_or_samples_by_score(proposal_lm):
@@ -273,7 +297,7 @@ def test_utterance_level_ilql_scores_a_reply_by_the_sum_of_its_advantages(propos
 def test_proposals_sampled_in_several_batches_come_back_in_the_callers_order(proposal_lm):
     """Across batches, conversations are sampled in order of prompt length; the replies and their
     log-probabilities must come back in the order asked (near-zero temperature: the greedy replies)."""
-    from lmrl.envs.policies import GeneratePolicy
+    from lmrl.generation.policy import GeneratePolicy
 
     model, tokenizer = proposal_lm
     conversations = [ROWS[0]["messages"][:4], ROWS[1]["messages"][:1], ROWS[0]["messages"][:2],

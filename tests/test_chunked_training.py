@@ -9,7 +9,7 @@ from transformers import GPT2LMHeadModel
 from lmrl import AutoModelForCausalLMWithILQLHeads
 from lmrl.losses import ProjectedLogits, ilql_diagnostics, ilql_loss
 from lmrl.models.policy_logits import PolicyLogits
-from lmrl.tiny import tiny_causal_lm, tiny_config
+from lmrl.models.tiny import tiny_causal_lm, tiny_config
 
 LOSS_KWARGS = {"tau": 0.7, "gamma": 0.9, "cql_weight": 0.5, "bc_weight": 1.0, "awac_beta": 0.5}
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from lmrl import AutoModelForCausalLMWithILQLHeads
-from lmrl.cli import main, parse_recipe, read_recipe
+from lmrl.cli import main
+from lmrl.recipes import parse_overrides, parse_recipe, read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "doors_ilql.yaml"
@@ -24,6 +25,48 @@ def test_unknown_fields_are_named_with_the_valid_ones(tmp_path):
     recipe = yaml.safe_load(RECIPE.read_text())
     recipe["tua"] = 0.9
     with pytest.raises(ValueError, match=r"unknown field\(s\) tua.*Valid fields: .*tau"):
+        parse_recipe(recipe, "my.yaml")
+
+
+def test_train_help_lists_every_recipe_field_with_its_type_default_and_help(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--beta FLOAT Guidance strength at decoding" in text and "[float; default: None]" in text
+    assert "--guidance_top_k INT" in text and "[int; default: None]" in text
+    assert "--learning_rate FLOAT" in text and "The initial learning rate" in text and "default: 5e-05" in text
+    assert "--head_type {tied,untied}" in text  # choices from the field's metadata
+    assert "ILQLConfig fields (algorithm: ilql)" in text and "CHAIConfig fields (algorithm: chai)" in text
+
+
+def test_command_line_values_are_read_by_their_field_type_not_as_yaml():
+    overrides = parse_overrides(["--save_strategy", "no", "--max_steps", "3", "--use_peft", "--beta=2",
+                                 "--task_kwargs", "{layout: rooms}", "--dataset", "[a.jsonl, b.jsonl]"])
+    assert overrides == {"save_strategy": "no", "max_steps": 3, "use_peft": True, "beta": 2.0,
+                         "task_kwargs": {"layout": "rooms"}, "dataset": ["a.jsonl", "b.jsonl"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max_steps", "three"], "argument --max_steps/--max-steps: expected an integer, got 'three'"),
+    (["--head_type", "tide"], "argument --head_type/--head-type: invalid choice: 'tide'"),
+    (["--lerning_rate", "1e-4"], "--lerning_rate \\(did you mean --learning_rate\\?\\)"),
+    (["0.1"], "'0.1' \\(a value without its --field\\)"),
+])
+def test_a_bad_command_line_value_is_named_with_the_field(args, message):
+    with pytest.raises(ValueError, match=message):
+        parse_overrides(args)
+
+
+def test_a_misspelt_recipe_field_gets_a_suggestion():
+    recipe = {**yaml.safe_load(RECIPE.read_text()), "lerning_rate": 1e-4}
+    with pytest.raises(ValueError, match=r"lerning_rate \(did you mean learning_rate\?\)"):
+        parse_recipe(recipe, "my.yaml")
+
+
+def test_a_choice_declared_on_a_field_is_checked_in_the_recipe_too():
+    recipe = {**yaml.safe_load(RECIPE.read_text()), "truncation_mode": "keep_start"}
+    with pytest.raises(ValueError, match="truncation_mode must be one of keep_end, error, got 'keep_start'"):
         parse_recipe(recipe, "my.yaml")
 
 
@@ -138,8 +181,8 @@ def test_convert_writes_a_human_corpus_as_training_rows(tmp_path, capsys):
 def test_a_recipe_asking_lora_on_all_linear_layers_adapts_every_linear_layer(tokenizer):
     from peft import get_peft_model
 
-    from lmrl.cli import get_peft_config
-    from lmrl.tiny import tiny_causal_lm
+    from lmrl.models.tiny import tiny_causal_lm
+    from lmrl.recipes import get_peft_config
 
     script, _ = parse_recipe({"algorithm": "bc", "dataset": "rows.jsonl", "model_name_or_path": "base",
                               "output_dir": "out", "use_peft": True, "lora_target_modules": ["all-linear"]})

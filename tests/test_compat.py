@@ -13,7 +13,7 @@ from transformers import GPT2LMHeadModel
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
 from lmrl.compat import CACHE_KEY, output_cache
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
 
 
 def test_cache_key_is_the_name_the_installed_transformers_uses():
@@ -89,7 +89,7 @@ def test_the_logits_processor_keeps_the_value_models_cache_without_changing_the_
 
 
 def test_old_recipe_field_gradient_checkpointing_still_works_with_a_deprecation_message():
-    from lmrl.cli import parse_recipe
+    from lmrl.recipes import parse_recipe
 
     recipe = {"algorithm": "ilql", "dataset": "rows.jsonl", "model_name_or_path": "gpt2", "output_dir": "out"}
     with pytest.warns(FutureWarning, match="'gradient_checkpointing' is deprecated.*activation_checkpointing"):

@@ -11,7 +11,7 @@ import pytest
 from lmrl.cli import main
 from lmrl.data import load_episodes, validate_row
 from lmrl.data.corpus import iter_json_array
-from lmrl.envs.registry import convert_corpus
+from lmrl.tasks import convert_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real_samples"  # beside the repository, never copied into it
@@ -116,7 +116,7 @@ def airdialogue_pair_files(tmp_path: Path, data: list, kb: list) -> Path:
 
 
 def odd_airdialogue(tmp_path: Path) -> Path:
-    """The fixture's 4 lines plus the odd lines the issue lists (each a copy of line 1 with one fault)."""
+    """The fixture's 4 lines plus odd lines (each a copy of line 1 with one fault)."""
     data, kb = lines(FIXTURES / "airdialogue" / "data.json"), lines(FIXTURES / "airdialogue" / "kb.json")
     book_without_flight = json.loads(json.dumps(data[0]))
     book_without_flight["action"]["flight"] = []

@@ -4,9 +4,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from lmrl.tasks.negotiation.craigslist import load_craigslist_bargain
 
 from lmrl.data import validate_row
+from lmrl.tasks.negotiation.craigslist import load_craigslist_bargain
 
 FIXTURE = Path(__file__).parent / "fixtures" / "craigslist_bargain.json"
 LOGGER = "lmrl.tasks.negotiation.craigslist"

@@ -14,7 +14,7 @@ from lmrl.data import (
     tokenize_episode,
     validate_row,
 )
-from lmrl.tiny import CHAT_TEMPLATE, EOS, train_tokenizer
+from lmrl.models.tiny import CHAT_TEMPLATE, EOS, train_tokenizer
 
 SENTENCES = [
     "Hello, how are you today?",
@@ -448,8 +448,6 @@ def test_an_episode_converts_to_and_from_chat_messages_in_one_place():
     with_rewards = episode.messages(rewards=True)
     assert [m["reward"] for m in with_rewards] == [0.0, 0.0, 0.5, 0.0, 0.0]
     assert Episode.from_messages(with_rewards) == Episode(episode.turns)
-    with pytest.warns(FutureWarning, match=r"messages\(rewards=True\)"):
-        assert episode.as_messages() == with_rewards
 
 
 # ---------------------------------------------------------------- unlabeled episodes (UDS)

@@ -7,9 +7,11 @@ import torch
 from transformers import AutoTokenizer, set_seed
 
 from lmrl import AutoModelForCausalLMWithILQLHeads
-from lmrl.cli import build_trainer, make_data, parse_recipe, read_recipe
-from lmrl.envs import GeneratePolicy, TaskAnchors, rollout, score_episodes
-from lmrl.envs.registry import get_task
+from lmrl.api import build_trainer, make_data
+from lmrl.envs import TaskAnchors, rollout, score_episodes
+from lmrl.generation import GeneratePolicy
+from lmrl.recipes import parse_recipe, read_recipe
+from lmrl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

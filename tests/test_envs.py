@@ -27,7 +27,7 @@ class CountingEnv:
 def test_every_task_env_keeps_the_text_env_contract(name):
     """reset(seed) is a text that depends only on the seed; step(reply) answers any reply, even nonsense,
     with (text, float reward, bool done, dict info) instead of raising."""
-    from lmrl.envs.registry import get_task
+    from lmrl.tasks import get_task
 
     task = get_task(name)
     env, again = task.make_env(), task.make_env()

@@ -3,6 +3,9 @@
 import random
 
 import pytest
+
+from lmrl.data import validate_row
+from lmrl.tasks import get_task
 from lmrl.tasks.flight_booking import (
     FlightBookingEnv,
     correct_action,
@@ -17,9 +20,6 @@ from lmrl.tasks.flight_booking import (
     relabel_row,
     render_action,
 )
-
-from lmrl.data import validate_row
-from lmrl.envs.registry import get_task
 
 
 def test_final_actions_round_trip_through_text_with_and_without_a_name():

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import train_and_evaluate
 
-from lmrl.cli import make_data, parse_recipe, read_recipe
+from lmrl.api import make_data
 from lmrl.evaluation import evaluate_checkpoint, format_score_line
+from lmrl.recipes import parse_recipe, read_recipe
 
 pytestmark = pytest.mark.slow  # left out of CI's latest and floor jobs (make test-latest / test-floor)
 

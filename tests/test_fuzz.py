@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lmrl.data import tokenize_episode, validate_row
 from lmrl.data.schema import ROLES
-from lmrl.envs.registry import get_task
+from lmrl.tasks import get_task
 
 # No '<' or '|': a message that spells a special token ("<|endoftext|>") is tokenized as that token.
 TEXT = st.text(st.sampled_from("ab cd.,?!\n\té中😀-+0123456789"), max_size=16)

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 from transformers.utils.quantization_config import GgufConfig, QuantizationMethod
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, BCConfig, BCTrainer
-from lmrl.cli import parse_recipe
 from lmrl.fetch import MODELS, fetch_model
 from lmrl.models.gguf import drop_gguf_quantization, is_gguf_model
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
+from lmrl.recipes import parse_recipe
 
 
 class _GgufQuantizer:  # what transformers leaves on a model read with gguf_file=

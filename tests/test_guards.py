@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from lmrl import ILQLConfig, ILQLTrainer
 from lmrl.data import EpisodeCollator, prepare_dataset
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
 from lmrl.trainers.checkpointing import check_checkpoint
 from lmrl.trainers.guards import NonFiniteError
 

@@ -1,6 +1,7 @@
 """Maze task: BFS optimum, environment rules, behaviour data."""
 
 import pytest
+
 from lmrl.tasks.maze import Maze, MazeEnv, generate_maze_episodes, maze_anchors, parse_position
 
 

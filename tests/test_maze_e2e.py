@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import train_and_evaluate
 
-from lmrl.cli import make_data
+from lmrl.api import make_data
 
 pytestmark = pytest.mark.slow  # left out of CI's latest and floor jobs (make test-latest / test-floor)
 

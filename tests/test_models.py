@@ -9,8 +9,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, pip
 
 from lmrl import AutoModelForCausalLMWithILQLHeads, ValueGuidedLogitsProcessor, encode_prompt
 from lmrl.generation import guided_scores
-from lmrl.generation.guidance import top_k_tokens
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
+from lmrl.ops.guidance import top_k_tokens
 
 ARCHITECTURES = ["gpt2", "llama"]
 
@@ -98,12 +98,12 @@ def test_fast_path_equals_full_vocabulary_guidance_on_the_surviving_tokens():
     def q_fn(ids):
         return q_table if ids is None else q_table.gather(-1, ids)
 
-    full = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=0)
-    fast = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7)
+    full = guided_scores(logits, q_fn, values, beta=2.0, advantage_clip=1.0, guidance_top_k=0)
+    fast = guided_scores(logits, q_fn, values, beta=2.0, advantage_clip=1.0, guidance_top_k=7)
     top = logits.topk(7, dim=-1).indices
     assert torch.allclose(fast.gather(-1, top), full.gather(-1, top))
     assert torch.isinf(fast).sum() == 2 * 3 * (40 - 7)
-    nucleus = guided_scores(logits, q_fn, values, beta=2.0, clip=1.0, top_k=7, top_p=0.3)
+    nucleus = guided_scores(logits, q_fn, values, beta=2.0, advantage_clip=1.0, guidance_top_k=7, guidance_top_p=0.3)
     assert torch.isfinite(nucleus).sum(-1).min() >= 1
     assert (torch.isfinite(nucleus).sum(-1) <= 7).all()
 
@@ -128,7 +128,8 @@ def test_fast_path_scores_are_the_documented_rule_on_the_top_k_tokens(dtype, top
     expected = torch.full_like(rule, float("-inf")).scatter(-1, top, kept)
     for inplace in (False, True):
         given = logits.clone()
-        scores = guided_scores(given, q_fn, values, beta=3.0, clip=1.5, top_k=20, top_p=top_p, inplace=inplace)
+        scores = guided_scores(given, q_fn, values, beta=3.0, advantage_clip=1.5, guidance_top_k=20, guidance_top_p=top_p,
+                               inplace=inplace)
         assert scores.dtype == torch.float32
         torch.testing.assert_close(scores, expected)
         assert (scores.data_ptr() == given.data_ptr()) == (inplace and dtype == torch.float32)  # no new buffer

@@ -3,6 +3,10 @@
 import statistics
 
 import pytest
+
+from lmrl.data import validate_row
+from lmrl.envs import TextEnv
+from lmrl.tasks import get_task
 from lmrl.tasks.negotiation import (
     NO_DEAL_REWARD,
     STRATEGIES,
@@ -13,10 +17,6 @@ from lmrl.tasks.negotiation import (
     oracle_return,
     parse_price,
 )
-
-from lmrl.data import validate_row
-from lmrl.envs import TextEnv
-from lmrl.envs.registry import get_task
 
 
 def _env(style, seed=0):

@@ -23,7 +23,7 @@ from lmrl import (
 )
 from lmrl.models.adapters import trainable_parameters
 from lmrl.models.calm import OutcomeHead
-from lmrl.tiny import build_tiny, tiny_causal_lm
+from lmrl.models.tiny import build_tiny, tiny_causal_lm
 
 GPT2_VOCAB = 50257
 

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from lmrl.tasks.flight_booking import HumanCustomer, correct_action, render_action
-from lmrl.tasks.negotiation import HumanBuyer
 
-from lmrl.cli import main, make_data
+from lmrl.api import make_data
+from lmrl.cli import main
 from lmrl.data import load_episodes, prepare_dataset, validate_row
 from lmrl.play import PlaySession, append_row
+from lmrl.tasks.flight_booking import HumanCustomer, correct_action, render_action
+from lmrl.tasks.negotiation import HumanBuyer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from lmrl.data import validate_row  # noqa: E402
-from lmrl.envs.registry import get_task  # noqa: E402
 from lmrl.play import Player  # noqa: E402
 from lmrl.play_web import build_app  # noqa: E402
+from lmrl.tasks import get_task  # noqa: E402
 
 
 class Scripted:

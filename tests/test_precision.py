@@ -8,7 +8,7 @@ from transformers import set_seed
 from lmrl import AutoModelForCausalLMWithILQLHeads, ILQLConfig, ILQLTrainer
 from lmrl.compat import enable_activation_checkpointing
 from lmrl.losses.ilql import ilql_loss
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
 
 NO_DROPOUT = {"gpt2": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}, "llama": {}}
 

@@ -146,7 +146,8 @@ def test_lora_ilql_trains_saves_reloads_and_decodes_through_the_pipeline_with_th
 def test_a_recipe_trains_from_the_gguf_file_itself_and_saves_the_weights_it_read(smollm2, tmp_path):
     """`gguf_file` in a recipe: model and tokenizer read from the GGUF file (dequantized), trained in full
     (learning rate 0 here, so the saved trunk must be exactly what was read: the converted checkpoint)."""
-    from lmrl.cli import build_trainer, parse_recipe
+    from lmrl.api import build_trainer
+    from lmrl.recipes import parse_recipe
 
     gguf = gguf_path("smollm2")
     data = tmp_path / "doors.jsonl"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, set_seed
 
-from lmrl.cli import ALGORITHMS
 from lmrl.models.calm import LMWithOutcomeHead
-from lmrl.tiny import build_tiny
+from lmrl.models.tiny import build_tiny
+from lmrl.recipes import ALGORITHMS
 
 STEPS, SAVE_EVERY = 6, 3
 DOORS = [{"messages": [{"role": "user", "content": "Pick a door:"},
@@ -39,7 +39,7 @@ SETUPS = {  # algorithm: (rows, config fields of its own)
 
 
 def _run(algorithm, tmp_path, name, resume_from=None):
-    config_class, trainer_class = ALGORITHMS[algorithm]
+    config_class, trainer_class = ALGORITHMS[algorithm].config, ALGORITHMS[algorithm].trainer
     rows, extra = SETUPS[algorithm]
     rows = rows()
     set_seed(0)

@@ -9,12 +9,13 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmrl import ValueGuidedLogitsProcessor
-from lmrl.cli import main, parse_recipe, read_recipe
+from lmrl.cli import main
 from lmrl.data.collator import left_pad
 from lmrl.data.tokenization import encode_prompt, pad_token_id
-from lmrl.envs import GeneratePolicy
 from lmrl.evaluation import load_policy_model
-from lmrl.tiny import tiny_for_tokenizer
+from lmrl.generation import GeneratePolicy
+from lmrl.models.tiny import tiny_for_tokenizer
+from lmrl.recipes import parse_recipe, read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 MAZE = ROOT / "recipes" / "maze"

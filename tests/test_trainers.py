@@ -14,7 +14,7 @@ from lmrl import (
     MCTrainer,
     encode_prompt,
 )
-from lmrl.tiny import tiny_causal_lm
+from lmrl.models.tiny import tiny_causal_lm
 
 PROMPT = "Pick a door:"
 

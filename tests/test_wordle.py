@@ -1,6 +1,7 @@
 """Wordle: feedback rules (repeated letters included), the environment, behaviour data, the solver."""
 
 import pytest
+
 from lmrl.tasks.wordle import (
     Solver,
     WordleEnv,

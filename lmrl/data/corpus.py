@@ -2,7 +2,7 @@
 write JSONL (or Parquet) as rows come, and either stop at the first malformed record or leave it out
 and list it in a side file. Memory holds one record and one output batch, whatever the file's size.
 
-    summary = lmrl.envs.registry.convert_corpus("flight_booking", "train_data.json", "rows.jsonl", on_error="skip")
+    summary = lmrl.tasks.convert_corpus("flight_booking", "train_data.json", "rows.jsonl", on_error="skip")
     summary["rows"], summary["rejected_by_reason"]   # e.g. 321401, {"'action.flight': empty ...": 41, ...}
 
 A task's loader (`Task.load_corpus(path, on_error=..., **options)`) yields rows and, for a malformed
@@ -305,7 +305,7 @@ def convert_records(load_corpus: Callable[..., Iterator[dict]], source: str | Pa
     .parquet with the pyarrow `schema`). `on_error="stop"` (default) raises the first malformed record's
     error (file, line or dialogue, field, what to do); `on_error="skip"` converts the others, writes
     each rejected one to `rejected` (default: `out` with the suffix .rejected.jsonl) and reports the
-    counts by reason. A task's corpus is converted by name with `lmrl.envs.registry.convert_corpus`.
+    counts by reason. A task's corpus is converted by name with `lmrl.tasks.convert_corpus`.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")

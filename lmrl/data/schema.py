@@ -17,7 +17,6 @@ gets: 0.0 for UDS (Yu et al., 2022), which labels reward-free data with the task
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -67,12 +66,6 @@ class Episode:
     @property
     def total_reward(self) -> float:
         return sum(turn.reward for turn in self.turns)
-
-    def as_messages(self) -> list[dict]:
-        """Deprecated: `messages(rewards=True)`."""
-        warnings.warn("Episode.as_messages() is deprecated and will be removed; use Episode.messages(rewards=True).",
-                      FutureWarning, stacklevel=2)
-        return self.messages(rewards=True)
 
 
 def _where(index: int | None) -> str:

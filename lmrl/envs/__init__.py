@@ -1,11 +1,10 @@
 from .base import TextEnv
-from .policies import GeneratePolicy
 from .rollout import EpisodeResult, Policy, rollout
-from .scoring import Score, TaskAnchors, mean_ci, score_episodes
+from .scoring import EVAL_SEED, Score, TaskAnchors, mean_ci, score_episodes
 
 __all__ = [
+    "EVAL_SEED",
     "EpisodeResult",
-    "GeneratePolicy",
     "Policy",
     "Score",
     "TaskAnchors",

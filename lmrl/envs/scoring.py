@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+# The first seed of the reported evaluation episodes (`lmrl eval`: seed, seed + 1, ...). Settings are chosen
+# on other seeds.
+EVAL_SEED = 10_000
+
 
 @dataclass
 class TaskAnchors:

@@ -6,29 +6,35 @@ import torch
 from transformers import LogitsProcessor
 
 from ..compat import CACHE_KEY, output_cache
+from ..models import AutoModelForCausalLMWithILQLHeads
+from ..models.configuration import check_head_settings
 
 
 class ValueGuidedLogitsProcessor(LogitsProcessor):
     r"""
     [`LogitsProcessor`] that reweights a frozen LM's next-token distribution with the advantages of a
     (usually much smaller) ILQL value model sharing its tokenizer:
-    `scores = log_softmax(scores) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)`.
+    `scores = log_softmax(scores) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)`, with `c = advantage_clip`.
 
     The value model keeps its own KV cache across decoding steps, so each step costs it one token of
     its trunk; its own vocabulary projection never runs (Q reads the output embedding's rows of the
-    frozen LM's top-k tokens only, with the default `top_k`).
+    frozen LM's top-k tokens only, with the default `guidance_top_k`).
     Beam search is supported (the cache follows the beams' reordering). Use a fresh processor per
     `generate()` call, or the same one: a new prompt is detected and the cache is rebuilt.
 
+    The decoding settings have the names, defaults and ranges of the value model's config
+    ([`ILQLHeadsConfig`]); one left at `None` is read from `value_model.config`.
+
     Args:
         value_model ([`AutoModelForCausalLMWithILQLHeads`]): the trained value model.
-        beta (`float`, *optional*): guidance strength; defaults to `value_model.config.beta`.
-        top_k (`int`, *optional*): guide only the frozen LM's top-k tokens (others get `-inf`); `0`
-            guides the full vocabulary. Defaults to `value_model.config.guidance_top_k`.
-        top_p (`float`, *optional*): nucleus filter inside the top-k. Defaults to the model config.
+        beta (`float`, *optional*): guidance strength, finite and `>= 0` (`0` leaves the scores as they are).
+        advantage_clip (`float`, *optional*): `c` above, `> 0`.
+        guidance_top_k (`int`, *optional*): guide only the frozen LM's top-k tokens (others get `-inf`);
+            `0` guides the full vocabulary.
+        guidance_top_p (`float`, *optional*): nucleus filter inside the top-k, in `(0, 1]` (`1.0` keeps all).
         pad_token_id (`int`, *optional*): id of left padding in batched prompts, so it is masked.
-        attention_mask (`torch.Tensor`, *optional*): the prompts' attention mask, as given to
-            `generate()`. Preferred over `pad_token_id` when the pad token can also start a prompt
+        attention_mask (`torch.Tensor`, *optional*): the prompts' attention mask [batch, prompt length], as
+            given to `generate()`. Preferred over `pad_token_id` when the pad token can also start a prompt
             (GPT-2 style tokenizers, where pad = BOS = EOS).
 
     Examples:
@@ -41,27 +47,44 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
     >>> frozen = AutoModelForCausalLM.from_pretrained("gpt2-large")
     >>> value_model = AutoModelForCausalLMWithILQLHeads.from_pretrained("my-ilql-gpt2")
     >>> inputs = tokenizer("Hello", return_tensors="pt")
-    >>> steer = ValueGuidedLogitsProcessor(value_model, beta=4.0)
+    >>> steer = ValueGuidedLogitsProcessor(value_model, beta=4.0, guidance_top_k=20)
     >>> out = frozen.generate(**inputs, logits_processor=[steer], max_new_tokens=20)
     ```
     """
 
     def __init__(
         self,
-        value_model,
+        value_model: AutoModelForCausalLMWithILQLHeads,
         beta: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        clip: float | None = None,
+        advantage_clip: float | None = None,
+        guidance_top_k: int | None = None,
+        guidance_top_p: float | None = None,
         pad_token_id: int | None = None,
         attention_mask: torch.Tensor | None = None,
     ):
-        config = value_model.config
+        name = type(self).__name__
+        if not isinstance(value_model, AutoModelForCausalLMWithILQLHeads):
+            raise ValueError(
+                f"{name}: value_model must be an AutoModelForCausalLMWithILQLHeads (a model with Q and V heads, "
+                f"trained by ILQLTrainer or MCTrainer), got {type(value_model).__name__}. Load the trained "
+                "model with AutoModelForCausalLMWithILQLHeads.from_pretrained(path)."
+            )
+        given = {"beta": beta, "advantage_clip": advantage_clip, "guidance_top_k": guidance_top_k,
+                 "guidance_top_p": guidance_top_p}
+        check_head_settings(given, where=name)
+        settings = {key: getattr(value_model.config, key) if value is None else value for key, value in given.items()}
+        check_head_settings(settings, where=f"{name}: value_model.config")
+        if pad_token_id is not None and not (isinstance(pad_token_id, int) and pad_token_id >= 0):
+            raise ValueError(f"{name}: pad_token_id must be a token id (an integer >= 0) or None, got {pad_token_id!r}.")
+        if attention_mask is not None and not (isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2):
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+            raise ValueError(f"{name}: attention_mask must be the prompts' [batch, length] mask as given to generate(), "
+                             f"got {shape}.")
         self.value_model = value_model
-        self.beta = config.beta if beta is None else beta
-        self.top_k = config.guidance_top_k if top_k is None else top_k
-        self.top_p = config.guidance_top_p if top_p is None else top_p
-        self.clip = config.advantage_clip if clip is None else clip
+        self.beta = settings["beta"]
+        self.advantage_clip = settings["advantage_clip"]
+        self.guidance_top_k = settings["guidance_top_k"]
+        self.guidance_top_p = settings["guidance_top_p"]
         self.pad_token_id = pad_token_id
         self.prompt_attention_mask = attention_mask
         self._trunk = _trunk(value_model.pretrained_model)
@@ -124,8 +147,8 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         vocab = model.get_output_embeddings().weight.shape[0]
         usable = scores[..., :vocab].to(model.device)  # ids the value model has no row for are dropped
         guided = model.guide(
-            usable, hidden, beta=self.beta, advantage_clip=self.clip, guidance_top_k=self.top_k,
-            guidance_top_p=self.top_p,
+            usable, hidden, beta=self.beta, advantage_clip=self.advantage_clip, guidance_top_k=self.guidance_top_k,
+            guidance_top_p=self.guidance_top_p,
         ).to(scores.device, scores.dtype)
         if scores.shape[-1] > vocab:
             guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)

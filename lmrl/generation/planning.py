@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from ..data.schema import user_side
+from .policy import GeneratePolicy
 from .propose import ILQLScorer, sample_replies
 
 
@@ -57,8 +58,6 @@ class LearnedUser:
 
     def __init__(self, user_model, user_tokenizer, value_model, value_tokenizer,
                  ends_episode: Callable[[str], bool], max_new_tokens: int = 24, max_length: int | None = None):
-        from ..envs.policies import GeneratePolicy  # envs sits above generation: imported when used
-
         self.user = GeneratePolicy(user_model, user_tokenizer, max_new_tokens=max_new_tokens, max_length=max_length)
         self.scorer = ILQLScorer(value_model, value_tokenizer, score="q")
         self.ends_episode = ends_episode
@@ -115,7 +114,6 @@ class PlanningPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
         self.user = user if user is not None else SimulatedUser()
-        from ..envs.policies import GeneratePolicy  # envs sits above generation: imported when used
 
         self.greedy = GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens)
 

@@ -7,6 +7,8 @@ advantages `min_k Q_k(s, a) - V(s)` ("utterance-level ILQL") or by Q at its last
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -101,19 +103,34 @@ def embed_replies(model, tokenizer, replies: list[str], batch_size: int = 64) ->
 
 class CriticScorer:
     """Scores replies with a [`CHAICritic`]: embeddings from the frozen `embedding_model` (the
-    proposal LM the critic was trained with), features from the critic's task."""
+    proposal LM the critic was trained with), and for a critic trained with features, the same
+    `features(messages, reply) -> list[float]` function (the task's `critic_features`).
 
-    def __init__(self, critic, embedding_model, tokenizer, max_length: int | None = None, batch_size: int = 64):
+    Example:
+        ```python
+        >>> scorer = CriticScorer(CHAICritic.from_pretrained("runs/chai"), proposal_lm, tokenizer,
+        ...                       features=get_task("negotiation").critic_features)
+        >>> scorer([conversation], [["Deal.", "The lowest I can go is $160."]])  # [1, 2] values
+        ```
+    """
+
+    def __init__(self, critic, embedding_model, tokenizer, max_length: int | None = None, batch_size: int = 64,
+                 features: Callable[[list[dict], str], list[float]] | None = None):
+        wanted = critic.config.num_features
+        if wanted and features is None:
+            named = f" ({critic.config.features})" if critic.config.features else ""
+            raise ValueError(
+                f"The critic was trained with {wanted} features per reply{named}: pass the function that computes "
+                "them as features= (a task's critic_features, e.g. lmrl.tasks.get_task('negotiation')"
+                ".critic_features); in a recipe, set critic_features to that task.")
+        if not wanted and features is not None:
+            raise ValueError("The critic was trained without reply features: leave features= out (None).")
         self.critic = critic.eval()
         self.embedding_model = embedding_model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
-        self.features = None
-        if critic.config.features:
-            from ..envs.registry import get_task
-
-            self.features = get_task(critic.config.features).critic_features
+        self.features = features
 
     def embed(self, conversations: list[list[dict]], candidates: list[list[str]]):
         """Context embeddings [B, E], candidate embeddings [B, C, E] and features [B, C, F]."""
@@ -181,12 +198,14 @@ class ProposeAndRank:
     """A policy that samples `k` replies from `proposal_model` and keeps the one the critic values
     most (`temperature=0`), or samples one from `softmax(Q / temperature)`.
 
-    `critic` is a [`CHAICritic`] or an ILQL model (then ranked by the sum of advantages); any
-    callable `(conversations, candidates) -> [B, k] scores` works too.
+    `critic` is a [`CHAICritic`] (with `features`, the reply features it was trained with, if any) or
+    an ILQL model (then ranked by the sum of advantages); any callable
+    `(conversations, candidates) -> [B, k] scores` works too.
 
     Example:
         ```python
-        >>> policy = ProposeAndRank(proposal_lm, tokenizer, CHAICritic.from_pretrained("runs/chai"), k=8)
+        >>> policy = ProposeAndRank(proposal_lm, tokenizer, CHAICritic.from_pretrained("runs/chai"), k=8,
+        ...                         features=get_task("negotiation").critic_features)
         >>> policy([[{"role": "user", "content": "Would you take $120?"}]])
         ['The lowest I can go is $160.']
         ```
@@ -194,11 +213,15 @@ class ProposeAndRank:
 
     def __init__(self, proposal_model, tokenizer, critic, k: int = 8, temperature: float = 0.0,
                  proposal_temperature: float = 1.0, max_new_tokens: int = 32, critic_tokenizer=None,
-                 max_length: int | None = None, seed: int | None = 0):
+                 max_length: int | None = None, seed: int | None = 0,
+                 features: Callable[[list[dict], str], list[float]] | None = None):
         self.proposal_model = proposal_model.eval()
         self.tokenizer = tokenizer
         if isinstance(critic, CHAICritic):
-            critic = CriticScorer(critic, proposal_model, tokenizer, max_length)
+            critic = CriticScorer(critic, proposal_model, tokenizer, max_length, features=features)
+        elif features is not None:
+            raise ValueError("features= are the reply features of a CHAI critic; this critic is not one, so leave "
+                             "them out.")
         elif isinstance(critic, AutoModelForCausalLMWithILQLHeads):
             critic = ILQLScorer(critic, critic_tokenizer or tokenizer)
         self.scorer = critic

@@ -23,7 +23,9 @@ class CHAICriticConfig(PreTrainedConfig):
         num_features: number of task features per reply (0 for none).
         hidden_size, num_layers: the MLP of each Q function.
         num_q: number of Q functions (2: clipped double Q).
-        features: name of the task whose `critic_features` computes the features (e.g. "negotiation").
+        features: for information, what computed the features in training (the task named by
+            `critic_features`, e.g. "negotiation"). Loading the critic imports nothing by it: decoding is
+            given the same function (`CriticScorer(..., features=...)`).
         proposal_model: where the proposal LM that also gives the embeddings was loaded from.
     """
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 from transformers import AutoConfig, PreTrainedConfig
 
 from ..compat import SubConfigSpec
@@ -14,6 +17,8 @@ STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads", "head_hidden_si
 # Settings of decoding only: safe to override when loading.
 DECODING_FIELDS = ("beta", "advantage_clip", "guidance_top_k", "guidance_top_p")
 HEAD_FIELDS = STRUCTURAL_FIELDS + DECODING_FIELDS
+
+logger = logging.getLogger(__name__)
 
 
 class ILQLHeadsConfig(PreTrainedConfig):
@@ -28,16 +33,16 @@ class ILQLHeadsConfig(PreTrainedConfig):
             (an MLP h -> 2h -> V per head, as in the reference implementations).
         num_q_heads: number of online Q heads (2: clipped double Q).
         head_hidden_size: width of the Q and V heads' MLP hidden layer. `None` (the default) is twice the
-            trunk's hidden size, as in the paper, and is written into the config as a number, so saved
-            configs always carry the width (configs saved before that say `null`, which is the same 2h).
+            trunk's hidden size, as in the paper, and is written into the config as a number, so a saved
+            config always carries the width (a saved `null` loads as the same 2h).
             A narrower one (e.g. a quarter of the hidden size: a rank-h/4 head) is a smaller head shape:
             7x fewer head parameters, cheaper decoding at batch 1; see docs/benchmarks.md, "The head
             shape", for what it did to task scores.
         target_heads: keep Polyak target copies of the Q heads (ILQL's TD learning needs them;
             Monte-Carlo regression does not, and its models are built without them).
-        beta: strength of guidance at decoding: `log pi_beta + beta * clip(min_k Q_k - V)`. `0` decodes
-            exactly as the base model.
-        advantage_clip: `c` in the clip above.
+        beta: strength of guidance at decoding: `log pi_beta + beta * clip(min_k Q_k - V)`, finite and
+            `>= 0`. `0` decodes exactly as the base model.
+        advantage_clip: `c` in the clip above (`> 0`).
         guidance_top_k: compute Q only for the base policy's top-k tokens (others are dropped);
             `0` guides over the full vocabulary.
         guidance_top_p: nucleus filter applied inside the top-k before guidance (`1.0` keeps all).
@@ -79,17 +84,72 @@ class ILQLHeadsConfig(PreTrainedConfig):
 
 
 def check_head_settings(settings: dict, where: str) -> None:
-    """Raise a `ValueError` naming `where` when one of the head settings given is out of range.
+    """Raise a `ValueError` naming `where`, the setting and its value when one of the head settings given
+    is out of range.
 
-    Only the keys present are checked, so a trainer config can check the settings it overrides."""
-    checks = {
-        "head_type": (lambda v: v in HEAD_TYPES, f"must be one of {HEAD_TYPES}"),
-        "num_q_heads": (lambda v: v >= 1, "must be at least 1"),
-        "head_hidden_size": (lambda v: v >= 1, "must be at least 1 (None: twice the hidden size)"),
-        "guidance_top_k": (lambda v: v >= 0, "must be >= 0 (0 = full vocabulary)"),
-        "guidance_top_p": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
-        "advantage_clip": (lambda v: v > 0, "must be positive"),
-    }
+    Only the keys present are checked (`None` values are skipped), so a trainer config can check the
+    settings it overrides."""
     for key, value in settings.items():
-        if key in checks and value is not None and not checks[key][0](value):
-            raise ValueError(f"{where}: {key} {checks[key][1]}, got {value!r}.")
+        if key in _CHECKS and value is not None and not _CHECKS[key][0](value):
+            raise ValueError(f"{where}: {key} {_CHECKS[key][1]}, got {value!r}.")
+
+
+def apply_head_settings(config: ILQLHeadsConfig, settings: dict, where: str) -> None:
+    """Override head settings of an existing model's `config` in place: the one way a trainer config, an
+    evaluation recipe or `from_pretrained(..., beta=...)` changes a model's settings.
+
+    Each value is range-checked; a decoding setting that changes is set and logged; a structural setting
+    (`head_type`, `head_hidden_size`, ...) that differs from the model's is refused, since the model's
+    head weights are shaped by it. `None` values keep the model's. `where` names who asks (e.g.
+    `"ILQLConfig"`), for the log and the errors.
+
+    Example:
+        ```python
+        >>> from transformers import GPT2Config
+        >>> config = ILQLHeadsConfig(text_config=GPT2Config(n_layer=1, n_embd=8, n_head=2))
+        >>> apply_head_settings(config, {"beta": 8.0, "guidance_top_k": 0}, where="my script")
+        >>> config.beta, config.guidance_top_k
+        (8.0, 0)
+        ```
+    """
+    settings = {key: value for key, value in settings.items() if value is not None}
+    unknown = sorted(set(settings) - set(HEAD_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: {', '.join(unknown)} is not a head setting; the head settings are "
+                         f"{', '.join(HEAD_FIELDS)}.")
+    check_head_settings(settings, where)
+    for key, value in settings.items():
+        current = getattr(config, key)
+        if current == value:
+            continue
+        if key in STRUCTURAL_FIELDS:
+            raise ValueError(
+                f"{where} asks for {key}={value!r}, but the model given already has {key}={current!r} heads "
+                f"(their weights are shaped that way). Leave {key} unset to keep the model's heads, or start "
+                f"fresh heads with {key}={value!r} from the plain causal LM. Settings a trained model can "
+                f"change: {', '.join(DECODING_FIELDS)}."
+            )
+        logger.info("%s sets %s=%r (the model had %r).", where, key, value, current)
+        setattr(config, key, value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# setting -> (is the value allowed, what it must be)
+_CHECKS = {
+    "head_type": (lambda v: v in HEAD_TYPES, f"must be one of {HEAD_TYPES}"),
+    "num_q_heads": (lambda v: _is_int(v) and v >= 1, "must be at least 1 (an integer)"),
+    "head_hidden_size": (lambda v: _is_int(v) and v >= 1,
+                         "must be at least 1 (an integer; None: twice the hidden size)"),
+    "beta": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+             "must be a finite number >= 0 (0 decodes as the base model; larger steers harder)"),
+    "advantage_clip": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
+    "guidance_top_k": (lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0 = full vocabulary)"),
+    "guidance_top_p": (lambda v: _is_number(v) and 0.0 < v <= 1.0, "must be in (0, 1]"),
+}

@@ -18,9 +18,9 @@ from ..ops.vocab import ProjectedLogits
 
 
 def default_hidden_features(in_features: int) -> int:
-    """Width of a head's hidden layer when none is given: twice its input, the paper's heads. Issue 19 measured
-    a quarter of it (7x fewer head parameters, cheaper batch-1 decoding) and kept 2h: the narrow heads valued
-    an unseen token (ending the reply) above the rewarded one on the doors task (docs/benchmarks.md)."""
+    """Width of a head's hidden layer when none is given: twice its input, the paper's heads. A quarter of it
+    (7x fewer head parameters, cheaper batch-1 decoding) valued an unseen token (ending the reply) above the
+    rewarded one on the doors task (docs/benchmarks.md, "The head shape")."""
     return 2 * in_features
 
 

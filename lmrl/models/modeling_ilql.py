@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ from .adapters import (
     load_heads,
     save_adapter_checkpoint,
 )
-from .configuration import DECODING_FIELDS, HEAD_FIELDS, STRUCTURAL_FIELDS, ILQLHeadsConfig
+from .configuration import DECODING_FIELDS, HEAD_FIELDS, ILQLHeadsConfig, apply_head_settings
 from .gguf import drop_gguf_quantization
 from .heads import StackedTiedQHeads, TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .policy_logits import PolicyLogits
@@ -150,11 +151,16 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a saved model with heads, or wrap a causal LM (an id, a path or a model) in fresh heads.
+
+        Head settings given as keyword arguments (`beta=8.0`, ...) override a saved model's decoding
+        settings ([`apply_head_settings`]); a structural one (`head_type`, ...) that differs from the
+        saved heads is refused. For a plain causal LM they build the fresh heads."""
         head_kwargs = {k: kwargs.pop(k) for k in HEAD_FIELDS if k in kwargs}
         source = pretrained_model_name_or_path
+        where = f"from_pretrained({source if isinstance(source, (str, os.PathLike)) else type(source).__name__})"
         if isinstance(source, cls):
-            for key, value in head_kwargs.items():
-                _set_head_setting(source.config, key, value, str(type(source).__name__))
+            apply_head_settings(source.config, head_kwargs, where)
             return source
         if isinstance(source, PreTrainedModel) or is_peft_model(source):
             return cls.from_causal_lm(source, **head_kwargs)
@@ -162,15 +168,13 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         adapter_config = adapter_config_file(source, **kwargs)
         if adapter_config is not None and "config" not in kwargs:
             model = from_adapter_checkpoint(cls, source, adapter_config, **kwargs)
-            for key, value in head_kwargs.items():
-                _set_head_setting(model.config, key, value, str(source))
+            apply_head_settings(model.config, head_kwargs, where)
             return model
         config = kwargs.pop("config", None)
         if config is None:
             config = AutoConfig.from_pretrained(source, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
         if isinstance(config, ILQLHeadsConfig):
-            for key, value in head_kwargs.items():
-                _set_head_setting(config, key, value, str(source))
+            apply_head_settings(config, head_kwargs, where)
             return super().from_pretrained(source, *model_args, config=config, **kwargs)
         base = AutoModelForCausalLM.from_pretrained(source, *model_args, config=config, **kwargs)
         return cls.from_causal_lm(base, **head_kwargs)
@@ -331,16 +335,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         guidance_top_p) replace them for this call. `inplace=True` may write the scores into fp32
         `logits` (see `guided_scores`)."""
         settings = {key: getattr(self.config, key) for key in DECODING_FIELDS} | overrides
-        return guided_scores(
-            logits,
-            lambda ids: self.min_q(hidden, ids),
-            self.v_head(hidden),
-            beta=settings["beta"],
-            clip=settings["advantage_clip"],
-            top_k=settings["guidance_top_k"],
-            top_p=settings["guidance_top_p"],
-            inplace=inplace,
-        )
+        return guided_scores(logits, lambda ids: self.min_q(hidden, ids), self.v_head(hidden), **settings,
+                             inplace=inplace)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -425,16 +421,6 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
 
 def _unwrap_peft(model: nn.Module) -> nn.Module:
     return model.get_base_model() if is_peft_model(model) else model
-
-
-def _set_head_setting(config: ILQLHeadsConfig, key: str, value, where: str) -> None:
-    if key in STRUCTURAL_FIELDS and getattr(config, key) != value:
-        raise ValueError(
-            f"{where} was saved with {key}={getattr(config, key)!r}, but {key}={value!r} was asked for. "
-            f"{key} shapes the saved weights; load without it (or retrain). Settings that can change "
-            f"at load time: {', '.join(DECODING_FIELDS)}."
-        )
-    setattr(config, key, value)
 
 
 AutoConfig.register(ILQLHeadsConfig.model_type, ILQLHeadsConfig)

@@ -1,9 +1,10 @@
 """The guided-decoding rule shared by the ILQL model's forward and `ValueGuidedLogitsProcessor`.
 
-    scores = log_softmax(logits) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)
+    scores = log_softmax(logits) + beta * clip(min_k Q_k(s, .) - V(s), -c, c)       (c: advantage_clip)
 
-With `top_k > 0` Q is computed only for the base policy's top-k tokens (optionally narrowed by a
-nucleus `top_p`); the other tokens get `-inf`, i.e. guidance reweights the filtered base policy.
+With `guidance_top_k > 0` Q is computed only for the base policy's top-k tokens (optionally narrowed by
+a nucleus `guidance_top_p`); the other tokens get `-inf`, i.e. guidance reweights the filtered base
+policy. The settings have the names of [`ILQLHeadsConfig`]'s fields, which own their defaults and ranges.
 This keeps guided decoding about as cheap as plain decoding on large vocabularies: besides the heads,
 a step reads the logits a few times (top-k, one logsumexp per row, writing `-inf`) and writes no
 vocabulary-sized log-softmax (docs/benchmarks.md, "Where a guided decode step's time goes").
@@ -24,12 +25,15 @@ def guided_scores(
     q_fn: QFunction,
     values: torch.Tensor,
     beta: float,
-    clip: float,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    advantage_clip: float,
+    guidance_top_k: int = 0,
+    guidance_top_p: float = 1.0,
     inplace: bool = False,
 ) -> torch.Tensor:
     """Return guided next-token scores (fp32) for base `logits` [..., V] and state values `values` [...].
+
+    `guidance_top_k=0` (or a k as large as the vocabulary) guides the whole vocabulary; the settings are
+    not range-checked here (the model config and [`ValueGuidedLogitsProcessor`] check them).
 
     The top-k path takes the top-k of the raw logits (the same tokens as of the log-probabilities) and
     normalizes only those k by one logsumexp per row, `log p_a = logit_a - m - log sum_v exp(logit_v - m)`
@@ -38,24 +42,24 @@ def guided_scores(
     returned scores; `inplace=True` uses fp32 `logits` themselves for it (pass logits nobody reads
     afterwards, e.g. a model's own output), so a decoding step allocates nothing vocabulary-sized."""
     values = values.float()[..., None]
-    if top_k <= 0 or top_k >= logits.shape[-1]:
+    if guidance_top_k <= 0 or guidance_top_k >= logits.shape[-1]:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
-        advantage = (q_fn(None).float() - values).clamp_(-clip, clip)  # [..., V]
+        advantage = (q_fn(None).float() - values).clamp_(-advantage_clip, advantage_clip)  # [..., V]
         return log_probs.add_(advantage.mul_(beta))
 
-    top_logits, top_ids = top_k_tokens(logits, top_k)  # [..., k], sorted descending
+    top_logits, top_ids = top_k_tokens(logits, guidance_top_k)  # [..., k], sorted descending
     top_logits = top_logits.float()
     peak = top_logits[..., :1]  # m: the row's largest logit
     own = inplace and logits.dtype == torch.float32 and not logits.requires_grad
     scores = torch.sub(logits, peak, out=logits) if own else logits - peak  # [..., V] fp32: logits - m
     log_total = scores.exp_().sum(dim=-1, keepdim=True).log_()  # log sum_v exp(logit_v - m)
     top_log_probs = top_logits - peak - log_total
-    advantage = (q_fn(top_ids).float() - values).clamp_(-clip, clip)
+    advantage = (q_fn(top_ids).float() - values).clamp_(-advantage_clip, advantage_clip)
     top_scores = top_log_probs + beta * advantage
-    if top_p < 1.0:
+    if guidance_top_p < 1.0:
         probs = top_log_probs.exp()
         mass_before = probs.cumsum(dim=-1) - probs  # the most likely token always survives
-        top_scores = top_scores.masked_fill(mass_before >= top_p, float("-inf"))
+        top_scores = top_scores.masked_fill(mass_before >= guidance_top_p, float("-inf"))
     return scores.fill_(float("-inf")).scatter_(-1, top_ids, top_scores)
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..models.adapters import HEAD_MODULES
-from ..models.configuration import DECODING_FIELDS
+from ..models.configuration import DECODING_FIELDS, check_head_settings
 from ..models.heads import ValueHead, make_q_head
 from ..ops.guidance import guided_scores
 
@@ -76,7 +76,8 @@ class LMRLILQLForCausalLM(nn.Module):
             raise ValueError("lmrl's guided model runs on one device: start vLLM with tensor_parallel_size=1 and "
                              "pipeline_parallel_size=1 (the Q/V heads are not sharded).")
         self.config = config
-        self.settings = {key: getattr(config, key) for key in DECODING_FIELDS}
+        self.settings = {key: getattr(config, key) for key in DECODING_FIELDS}  # guided_scores' keyword arguments
+        check_head_settings(self.settings, where=f"{folder}: the checkpoint's config (with any hf_overrides)")
         text_config = config.get_text_config()
         self.pretrained_model = init_vllm_registered_model(
             vllm_config, hf_config=text_config, prefix=maybe_prefix(prefix, TRUNK)
@@ -106,15 +107,8 @@ class LMRLILQLForCausalLM(nn.Module):
         if logits is None or self.settings["beta"] == 0:
             return logits
         hidden = hidden_states.to(self.v_head.mlp[0].weight.dtype)
-        return guided_scores(
-            logits,
-            lambda ids: self.min_q(hidden, ids),
-            self.v_head(hidden),
-            beta=self.settings["beta"],
-            clip=self.settings["advantage_clip"],
-            top_k=self.settings["guidance_top_k"],
-            top_p=self.settings["guidance_top_p"],
-        ).to(logits.dtype)
+        return guided_scores(logits, lambda ids: self.min_q(hidden, ids), self.v_head(hidden), **self.settings
+                             ).to(logits.dtype)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Load an lmrl checkpoint: the trunk through vLLM's loader for its architecture, then the heads."""

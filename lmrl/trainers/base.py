@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import defaultdict
@@ -22,6 +23,28 @@ from .checkpointing import SafeCheckpointMixin, require_safetensors
 from .guards import NONFINITE_MODES, NonFiniteGuardMixin
 
 logger = logging.getLogger(__name__)
+
+
+
+def check_choices(config) -> None:
+    """Raise a `ValueError` for a field whose value is not among the `choices` its metadata declares (the
+    same list `lmrl train --help` shows); `None` passes where it is the field's default."""
+    for spec in dataclasses.fields(config):
+        choices = spec.metadata.get("choices")
+        value = getattr(config, spec.name)
+        if choices is not None and value not in choices and not (value is None and spec.default is None):
+            raise ValueError(f"{type(config).__name__}: {spec.name} must be one of {', '.join(map(str, choices))}, "
+                             f"got {value!r}.")
+
+
+def check_ranges(config, rules: dict) -> None:
+    """Raise a `ValueError` naming the config class, the field and its value for the first field whose value
+    breaks its rule; `rules` maps a field name to `(is the value allowed, what it must be)`, e.g.
+    `{"gamma": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]")}`. NaN breaks every comparison, so it is refused."""
+    for name, (allowed, rule) in rules.items():
+        value = getattr(config, name)
+        if not allowed(value):
+            raise ValueError(f"{type(config).__name__}: {name} must be {rule}, got {value!r}.")
 
 
 @dataclass
@@ -66,12 +89,13 @@ class LMRLConfig(TrainingArguments):
     truncation_mode: str = field(
         default="keep_end",
         metadata={"help": "Episodes longer than max_length: 'keep_end' truncates them from the left and counts "
-                  "them in the log; 'error' stops, naming the row."},
+                  "them in the log; 'error' stops, naming the row.", "choices": ["keep_end", "error"]},
     )
     nonfinite: str = field(
         default="error",
         metadata={"help": "A NaN/inf loss term or gradient norm: 'error' stops training naming the step and the "
-                  "term; 'skip' skips that optimizer step (no update) and logs nonfinite_skipped_steps."},
+                  "term; 'skip' skips that optimizer step (no update) and logs nonfinite_skipped_steps.",
+                  "choices": list(NONFINITE_MODES)},
     )
     unlabeled_reward: float | None = field(
         default=None,
@@ -115,13 +139,10 @@ class LMRLConfig(TrainingArguments):
             self.gradient_checkpointing_kwargs = self.activation_checkpointing_kwargs or self.gradient_checkpointing_kwargs
             self.activation_checkpointing = self.gradient_checkpointing
         super().__post_init__()
-        if self.nonfinite not in NONFINITE_MODES:
-            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got {self.nonfinite!r}.")
+        check_choices(self)
         if self.nonfinite == "skip" and self.deepspeed:
             raise ValueError("nonfinite='skip' does not work with DeepSpeed, whose engine steps the optimizer "
                              "itself (its fp16 loss scaler skips overflowing steps); use nonfinite='error'.")
-        if self.truncation_mode not in ("keep_end", "error"):
-            raise ValueError(f"truncation_mode must be 'keep_end' or 'error', got {self.truncation_mode!r}.")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
             raise ValueError(f"loss_chunk_size must be >= 0 (0 = no chunking) or None, got {self.loss_chunk_size}.")
         if not self.loss_memory_budget_mb >= 0:

@@ -8,6 +8,8 @@ The LM is trained on the agent's turns conditioned on the rendered task context 
 - task relabelling: a failed dialogue's context is rewritten so that what the agent did becomes
   correct (the task's `relabel`), and the LM trains on the successful and the relabelled dialogues
   (and on the failed originals too with `keep_failed`).
+The task's two functions, `outcome_label(row)` and `relabel(row)`, are given to the trainer (a recipe's
+`outcome_task` names the task they come from: `lmrl.api.build_trainer` passes them).
 The saved model is a plain causal LM (`AutoModelForCausalLM.from_pretrained`); the head is saved
 beside it (`outcome_head.safetensors`).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -37,8 +40,9 @@ class CALMConfig(LMRLConfig):
     """Configuration of [`CALMTrainer`].
 
     Parameters that control the data preprocessing:
-        outcome_task: the task that labels outcomes and relabels contexts (e.g. "flight_booking").
-        relabel: rewrite failed dialogues' contexts so they succeed, and train on them.
+        outcome_task: the task whose `outcome_label` and `relabel` the trainer is given (e.g. "flight_booking"):
+            a recipe's build passes them; recorded with the training arguments.
+        relabel: rewrite failed dialogues' contexts so they succeed (with the `relabel` given), and train on them.
         keep_failed: also train the LM on the failed dialogues as logged.
     Parameters that control the training:
         outcome_weight: weight of the outcome head's cross-entropy.
@@ -50,7 +54,8 @@ class CALMConfig(LMRLConfig):
     """
 
     outcome_task: str | None = field(
-        default=None, metadata={"help": "Task giving outcome labels and relabelling, e.g. flight_booking."}
+        default=None, metadata={"help": "Task whose outcome labels and relabelling train the outcome head, e.g. "
+                                "flight_booking (a recipe's trainer is given that task's functions)."}
     )
     outcome_weight: float = field(default=0.5, metadata={"help": "Weight of the auxiliary outcome loss."})
     relabel: bool = field(default=True, metadata={"help": "Rewrite failed dialogues' contexts to succeed."})
@@ -85,12 +90,19 @@ def relabel_rows(rows: list[dict], relabel, keep_failed: bool = False) -> list[d
 
 class CALMTrainer(LMRLTrainer):
     """LM loss on agent turns conditioned on the task context, an auxiliary outcome head over the
-    context, and task relabelling.
+    context (with `outcome_label`), and task relabelling (with `relabel`).
+
+    `outcome_label(row) -> int` is the class of a dialogue's outcome; `relabel(row) -> row | None`
+    rewrites a failed dialogue's context so that it succeeds (None: it cannot). A task gives both
+    (`Task.outcome_label`, `Task.relabel`); without them CALM trains the LM alone.
 
     Example:
         ```python
+        >>> from lmrl.tasks import get_task
+        >>> task = get_task("flight_booking")
         >>> args = CALMConfig(output_dir="out", outcome_task="flight_booking")
-        >>> trainer = CALMTrainer(model="gpt2", args=args, train_dataset=rows)
+        >>> trainer = CALMTrainer(model="gpt2", args=args, train_dataset=rows,
+        ...                       outcome_label=task.outcome_label, relabel=task.relabel)
         >>> trainer.train()
         >>> trainer.save_model()  # AutoModelForCausalLM.from_pretrained("out")
         ```
@@ -99,23 +111,25 @@ class CALMTrainer(LMRLTrainer):
     padded_columns = {"context_mask": 0}  # which tokens are the task context
     stacked_columns = ("outcome", "outcome_query")  # the outcome class, and where it is predicted from
 
-    def _task(self, args: CALMConfig):
-        if not args.outcome_task:
-            return None
-        from ..envs.registry import get_task
-
-        task = get_task(args.outcome_task)
-        if task.outcome_label is None:
-            raise ValueError(f"outcome_task: task {args.outcome_task!r} has no outcome labels for CALM.")
-        return task
+    def __init__(self, model, args: CALMConfig, train_dataset=None, eval_dataset=None, processing_class=None,
+                 *, outcome_label: Callable[[dict], int] | None = None,
+                 relabel: Callable[[dict], dict | None] | None = None, **kwargs):
+        if args.outcome_task and outcome_label is None and relabel is None:
+            raise ValueError(
+                f"CALMConfig.outcome_task={args.outcome_task!r} names a task, and the trainer does not look tasks "
+                f"up by name: pass its functions, e.g. task = lmrl.tasks.get_task({args.outcome_task!r}); CALMTrainer(..., "
+                "outcome_label=task.outcome_label, relabel=task.relabel), or train from a recipe (lmrl.api.train).")
+        self.outcome_label = outcome_label
+        self.relabel = relabel
+        super().__init__(model, args, train_dataset, eval_dataset, processing_class, **kwargs)
 
     def _prepare_episodes(self, dataset, tokenizer, args: CALMConfig, train: bool):
         if dataset is None:
             return None
-        task = self._task(args)
+        outcome_label = self.outcome_label
         rows = load_episodes(dataset).to_list()
-        if train and args.relabel and task is not None and task.relabel is not None:
-            rows = relabel_rows(rows, task.relabel, args.keep_failed)
+        if train and args.relabel and self.relabel is not None:
+            rows = relabel_rows(rows, self.relabel, args.keep_failed)
 
         def columns(row, episode, tokenized):
             n = len(tokenized["input_ids"])
@@ -127,7 +141,7 @@ class CALMTrainer(LMRLTrainer):
             actions = tokenized["action_mask"]
             last_start = max(i for i in range(n) if actions[i] and (i == 0 or not actions[i - 1]))
             return {"context_mask": [1] * context + [0] * (n - context),
-                    "outcome": task.outcome_label(row) if task is not None else -100,
+                    "outcome": outcome_label(row) if outcome_label is not None else -100,
                     "outcome_query": max(0, last_start - 1)}
 
         dataset = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc, extra_columns=columns,
@@ -139,8 +153,7 @@ class CALMTrainer(LMRLTrainer):
         return dataset
 
     def _model_to_train(self, model, train_dataset, args: CALMConfig):
-        task = self._task(args)
-        if task is not None and train_dataset is not None:
+        if self.outcome_label is not None and train_dataset is not None:
             num_outcomes = max(train_dataset["outcome"]) + 1  # classes the data shows
             hidden = model.config.get_text_config().hidden_size
             return LMWithOutcomeHead(model, OutcomeHead(hidden, num_outcomes).to(model.device))

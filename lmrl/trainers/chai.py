@@ -4,6 +4,10 @@ offline over candidate sets {data reply} U {K proposals of the proposal LM} (doc
 The proposal LM (`proposal_model`, frozen) samples K replies for every state of
 the data once, embeds contexts and replies, and the result is cached on disk (safetensors + a JSON
 of the proposals), so epochs and later runs with the same data and settings reuse it.
+
+A task's numeric features of a reply (`features(messages, reply) -> list[float]`, the task's
+`critic_features`) are given to the trainer; a recipe's `critic_features` names the task they come from
+(`lmrl.api.build_trainer` passes them).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hashlib
 import inspect
 import json
 import logging
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +40,8 @@ class CHAIConfig(LMRLConfig):
 
     Parameters that control the model:
         critic_hidden_size, critic_num_layers: the MLP of each Q function.
-        critic_features: task whose `critic_features` adds numeric features per reply (e.g. "negotiation").
+        critic_features: the task whose `critic_features` the trainer is given as `features` (e.g.
+            "negotiation"): a recipe's build passes them; the critic's config keeps the name.
     Parameters that control the proposals:
         num_proposals: K replies sampled per state (for training and for decoding).
         proposal_temperature, proposal_max_new_tokens, proposal_seed, proposal_batch_size: sampling.
@@ -52,12 +57,15 @@ class CHAIConfig(LMRLConfig):
 
     Example:
         ```python
-        >>> args = CHAIConfig(output_dir="out", num_proposals=8, cql_weight=1.0)
+        >>> args = CHAIConfig(output_dir="out", num_proposals=4, cql_weight=1.0)
         ```
     """
 
     gamma: float = field(default=0.99, metadata={"help": "Discount factor per agent turn."})
-    num_proposals: int = field(default=8, metadata={"help": "Replies sampled from the proposal LM per state."})
+    num_proposals: int = field(
+        default=8, metadata={"help": "Replies sampled from the proposal LM per state (also the number ranked when a "
+                             "recipe evaluates by propose-and-rank without rank_proposals)."}
+    )
     proposal_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the proposals."})
     proposal_max_new_tokens: int = field(default=32, metadata={"help": "Longest proposal, in tokens."})
     proposal_seed: int = field(default=0, metadata={"help": "Seed of the proposal sampling."})
@@ -79,7 +87,8 @@ class CHAIConfig(LMRLConfig):
     critic_hidden_size: int = field(default=256, metadata={"help": "Width of each Q MLP."})
     critic_num_layers: int = field(default=2, metadata={"help": "Hidden layers of each Q MLP."})
     critic_features: str | None = field(
-        default=None, metadata={"help": "Task whose critic_features are added per reply, e.g. negotiation."}
+        default=None, metadata={"help": "Task whose critic_features are added per reply, e.g. negotiation (a "
+                                "recipe's trainer is given that task's function)."}
     )
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the critic."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Transitions per device and step."})
@@ -176,7 +185,7 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
         "states": states, "transitions": transitions, "model": _model_fingerprint(proposal_model),
         "k": args.num_proposals, "temperature": args.proposal_temperature, "seed": args.proposal_seed,
         "max_new_tokens": args.proposal_max_new_tokens, "max_length": args.max_length,
-        "features": args.critic_features, "features_code": inspect.getsource(features) if features else None,
+        "features": args.critic_features, "features_code": _source(features),
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     cache = Path(args.proposal_cache_dir or Path(args.output_dir, "proposals"))
@@ -219,23 +228,26 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
     return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
 
 
-def task_features(name: str | None):
-    if not name:
-        return None
-    from ..envs.registry import get_task
+def _qualified_name(function) -> str:
+    return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
 
-    features = get_task(name).critic_features
+
+def _source(features) -> str | None:
+    """The feature function's code, so that the cache is not reused after it changes."""
     if features is None:
-        raise ValueError(f"critic_features: task {name!r} defines no critic features; leave the field empty.")
-    return features
+        return None
+    try:
+        return inspect.getsource(features)
+    except (OSError, TypeError):  # defined where its source cannot be read (a REPL, a builtin)
+        return _qualified_name(features)
 
 
-def build_candidate_sets(train_dataset, eval_dataset, proposal_model, tokenizer, args: CHAIConfig
+def build_candidate_sets(train_dataset, eval_dataset, proposal_model, tokenizer, args: CHAIConfig,
+                         features: Callable[[list[dict], str], list[float]] | None = None
                          ) -> tuple[CHAITransitions | None, CHAITransitions | None]:
     """The training and evaluation transitions with their candidate sets ([`build_chai_dataset`] on
-    each dataset given; `None` for one that is not). Under several processes the first samples and
-    caches the proposals and the others read its cache."""
-    features = task_features(args.critic_features)
+    each dataset given, with the reply `features` when given; `None` for a dataset that is not). Under
+    several processes the first samples and caches the proposals and the others read its cache."""
     sets = []
     for dataset in (train_dataset, eval_dataset):
         if dataset is None:
@@ -246,9 +258,9 @@ def build_candidate_sets(train_dataset, eval_dataset, proposal_model, tokenizer,
     return sets[0], sets[1]
 
 
-def new_critic(candidates: CHAITransitions, args: CHAIConfig, proposal_model) -> CHAICritic:
+def new_critic(candidates: CHAITransitions, args: CHAIConfig, proposal_model, features=None) -> CHAICritic:
     """A freshly initialized critic sized for the candidate set's embeddings and features, naming the
-    proposal LM it was trained over."""
+    proposal LM it was trained over and (for information) its `features`."""
     if candidates is None:
         raise ValueError("CHAITrainer needs train_dataset= to size a new critic (or pass a trained one as critic=).")
     tensors = candidates.tensors
@@ -257,7 +269,7 @@ def new_critic(candidates: CHAITransitions, args: CHAIConfig, proposal_model) ->
         num_features=tensors["reply_features"].shape[-1],
         hidden_size=args.critic_hidden_size,
         num_layers=args.critic_num_layers,
-        features=args.critic_features,
+        features=(args.critic_features or _qualified_name(features)) if features is not None else None,
         proposal_model=str(getattr(proposal_model.config, "_name_or_path", "") or "") or None,
     ))
 
@@ -265,43 +277,48 @@ def new_critic(candidates: CHAITransitions, args: CHAIConfig, proposal_model) ->
 class CHAITrainer(LMRLTrainer):
     """Trains a [`CHAICritic`] offline for propose-and-rank decoding over the frozen `proposal_model`
     (id, path or object). `critic=` continues training a saved critic; without it a new one is sized
-    for the candidate set. The candidate sets are built once, by [`build_candidate_sets`], before
-    training; the critic is the module the optimizer trains.
-
-    `model=` is the old name of `proposal_model=` and still works, with a FutureWarning.
+    for the candidate set. `features(messages, reply) -> list[float]` adds a task's numbers per reply
+    (the task's `critic_features`); decoding with the critic needs the same function. The candidate
+    sets are built once, by [`build_candidate_sets`], before training; the critic is the module the
+    optimizer trains.
 
     Example:
         ```python
-        >>> trainer = CHAITrainer(proposal_model="runs/bc", args=CHAIConfig(output_dir="out"), train_dataset=rows)
+        >>> from lmrl.tasks import get_task
+        >>> features = get_task("negotiation").critic_features
+        >>> args = CHAIConfig(output_dir="out", critic_features="negotiation")
+        >>> trainer = CHAITrainer(proposal_model="runs/bc", args=args, train_dataset=rows, features=features)
         >>> trainer.train()
-        >>> trainer.save_model()  # CHAICritic.from_pretrained("out"); ProposeAndRank(lm, tok, critic)
+        >>> trainer.save_model()  # CHAICritic.from_pretrained("out"); ProposeAndRank(lm, tok, critic, features=features)
         ```
     """
 
     def __init__(self, proposal_model=None, args: CHAIConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, critic: CHAICritic | None = None, *, model=None, peft_config=None,
-                 **kwargs):
-        if model is not None:
-            if proposal_model is not None:
-                raise ValueError("CHAITrainer got both proposal_model= and model= (the old name of proposal_model); "
-                                 "pass the frozen proposal LM once, as proposal_model=.")
-            warnings.warn("CHAITrainer(model=...) is deprecated and will be removed: pass the frozen proposal LM as "
-                          "proposal_model=... (and a critic to continue training as critic=...).", FutureWarning,
-                          stacklevel=2)
-            proposal_model = model
+                 processing_class=None, critic: CHAICritic | None = None, *,
+                 features: Callable[[list[dict], str], list[float]] | None = None, peft_config=None, **kwargs):
         if proposal_model is None:
             raise ValueError("CHAITrainer needs the frozen proposal LM: pass proposal_model= (an id, path or model).")
         if args is None:
             raise ValueError("CHAITrainer needs args=CHAIConfig(output_dir=...).")
+        if args.critic_features and features is None:
+            raise ValueError(
+                f"CHAIConfig.critic_features={args.critic_features!r} names a task, and the trainer does not look "
+                f"tasks up by name: pass its function, e.g. CHAITrainer(..., features=lmrl.tasks.get_task("
+                f"{args.critic_features!r}).critic_features), or train from a recipe (lmrl.api.train).")
         if peft_config is not None:
             raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
                              "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
         proposal_model, processing_class = self._language_model(proposal_model, args, processing_class)
         self.proposal_model = proposal_model.to(args.device).eval().requires_grad_(False)
         train_dataset, eval_dataset = build_candidate_sets(train_dataset, eval_dataset, self.proposal_model,
-                                                           processing_class, args)
+                                                           processing_class, args, features)
         if critic is None:
-            critic = new_critic(train_dataset, args, self.proposal_model)
+            critic = new_critic(train_dataset, args, self.proposal_model, features)
+        elif train_dataset is not None and train_dataset.tensors["reply_features"].shape[-1] != critic.config.num_features:
+            raise ValueError(f"The critic given reads {critic.config.num_features} features per reply "
+                             f"({critic.config.features or 'no feature function'}), and the features given make "
+                             f"{train_dataset.tensors['reply_features'].shape[-1]}: pass the function it was trained "
+                             "with as features= (None for a critic without features).")
         kwargs.setdefault("data_collator", default_data_collator)
         self._setup_trainer(critic, args, train_dataset, eval_dataset, processing_class, **kwargs)
         self.add_callback(TargetUpdateCallback(args.alpha, args.target_update_interval, trainer=self))

@@ -223,6 +223,8 @@ class SafeCheckpointMixin:
             write_training_args(output_dir or self.args.output_dir, self.args)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "false"):
+            resume_from_checkpoint = resume_from_checkpoint.lower() == "true"  # the command line's text
         if resume_from_checkpoint is True:
             found = last_complete_checkpoint(self.args.output_dir)
             if found is None:

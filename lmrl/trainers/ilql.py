@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..losses.ilql import ilql_diagnostics, ilql_loss
+from .base import check_ranges
 from .callbacks import TargetUpdateCallback
 from .value_heads import ValueHeadsTrainer, ValueLearningConfig
 
-__all__ = ["ILQLConfig", "ILQLTrainer", "TargetUpdateCallback", "ValueLearningConfig"]  # the last two: old paths
+__all__ = ["ILQLConfig", "ILQLTrainer"]
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ILQLConfig(ValueLearningConfig):
     pi_beta as a separate BC model; here pi_beta is the same model's LM head, on the trunk the Q and V
     heads read, and the BC term is what keeps it a behaviour policy while the value losses move the
     trunk (the bare loss function `lmrl.losses.ilql.ilql_loss` defaults it to 0.0: value losses only).
-    `beta` has no single paper value (it is tuned per task); the model's default is 4.0.
+    `beta` has no single paper value (it is tuned per task); the default is `ILQLHeadsConfig`'s.
 
     Example:
         ```python
@@ -46,12 +47,12 @@ class ILQLConfig(ValueLearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau must be in (0, 1), got {self.tau}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
-        if self.target_update_interval < 1:
-            raise ValueError(f"target_update_interval must be >= 1, got {self.target_update_interval}.")
+        check_ranges(self, {
+            "tau": (lambda v: 0.0 < v < 1.0, "in (0, 1) (0.5 regresses V to the mean of Q)"),
+            "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+            "target_update_interval": (lambda v: v >= 1, ">= 1"),
+            "awac_beta": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 = plain BC)"),
+        })
 
 
 class ILQLTrainer(ValueHeadsTrainer):

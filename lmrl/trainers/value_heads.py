@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedModel
 
 from ..models import AutoModelForCausalLMWithILQLHeads
-from ..models.configuration import DECODING_FIELDS, STRUCTURAL_FIELDS, check_head_settings
-from .base import LMRLConfig, LMRLTrainer
+from ..models.configuration import (
+    DECODING_FIELDS,
+    HEAD_TYPES,
+    STRUCTURAL_FIELDS,
+    ILQLHeadsConfig,
+    apply_head_settings,
+    check_head_settings,
+)
+from .base import LMRLConfig, LMRLTrainer, check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +44,10 @@ class ValueLearningConfig(LMRLConfig):
             twice the hidden size for fresh heads, the paper's shape; a quarter of it has about 7x fewer
             parameters, see docs/benchmarks.md). Like head_type, a model with heads of another width is refused.
         beta, advantage_clip, guidance_top_k, guidance_top_p: decoding settings saved with the model
-            (defaults 4.0, 10.0, 50, 1.0).
+            (their defaults and ranges are `ILQLHeadsConfig`'s).
     Parameters that control the training:
-        gamma: discount per action token. reward_scale: rewards are multiplied by it for value learning.
+        gamma: discount per action token, in [0, 1]. reward_scale: rewards are multiplied by it (> 0) for
+            value learning.
         cql_weight: weight of the conservative (CQL) term; its pull does not shrink with the rewards,
             so lower it together with reward_scale.
         bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
@@ -54,7 +62,7 @@ class ValueLearningConfig(LMRLConfig):
         ```
     """
 
-    gamma: float = field(default=0.99, metadata={"help": "Discount factor per action token."})
+    gamma: float = field(default=0.99, metadata={"help": "Discount factor per action token, in [0, 1]."})
     reward_scale: float = field(
         default=1.0,
         metadata={"help": "Multiply rewards by this before learning values. Keeps the TD loss on the scale of "
@@ -67,7 +75,8 @@ class ValueLearningConfig(LMRLConfig):
     )
     head_type: str | None = field(
         default=None,
-        metadata={"help": "'tied' or 'untied' Q heads, for fresh heads. None: the model's ('tied' when fresh)."},
+        metadata={"help": "'tied' or 'untied' Q heads, for fresh heads. None: the model's ('tied' when fresh).",
+                  "choices": list(HEAD_TYPES)},
     )
     head_hidden_size: int | None = field(
         default=None,
@@ -76,16 +85,18 @@ class ValueLearningConfig(LMRLConfig):
     )
     beta: float | None = field(
         default=None,
-        metadata={"help": "Guidance strength at decoding, saved with the model. None: the model's (4.0 when fresh)."},
+        metadata={"help": "Guidance strength at decoding (>= 0; 0 decodes as the base LM), saved with the model. None: "
+                  f"the model's ({ILQLHeadsConfig.beta} when fresh)."},
     )
     advantage_clip: float | None = field(
         default=None,
-        metadata={"help": "Clip of the advantage in guided decoding. None: the model's (10.0 when fresh)."},
+        metadata={"help": "Clip of the advantage in guided decoding (> 0). None: the model's "
+                  f"({ILQLHeadsConfig.advantage_clip} when fresh)."},
     )
     guidance_top_k: int | None = field(
         default=None,
         metadata={"help": "Guide only the base policy's top-k tokens (0 = full vocabulary). None: the model's "
-                  "(50 when fresh)."},
+                  f"({ILQLHeadsConfig.guidance_top_k} when fresh)."},
     )
     pessimistic_init: bool = field(
         default=True,
@@ -94,38 +105,23 @@ class ValueLearningConfig(LMRLConfig):
     )
     guidance_top_p: float | None = field(
         default=None,
-        metadata={"help": "Nucleus filter of the base policy inside the top-k (1.0 keeps all). None: the model's "
-                  "(1.0 when fresh)."},
+        metadata={"help": "Nucleus filter of the base policy inside the top-k, in (0, 1] (1.0 keeps all). None: the "
+                  f"model's ({ILQLHeadsConfig.guidance_top_p} when fresh)."},
     )
 
     def __post_init__(self):
         super().__post_init__()
         check_head_settings(self.head_kwargs(), where=type(self).__name__)
+        check_ranges(self, {
+            "gamma": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (the discount per action token)"),
+            "reward_scale": (lambda v: 0.0 < v < float("inf"), "a finite number > 0"),
+            "cql_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns CQL off)"),
+            "bc_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns BC off)"),
+        })
 
     def head_kwargs(self) -> dict:
         """The head and decoding settings this config sets (those left at `None` are not included)."""
         return {key: getattr(self, key) for key in HEAD_SETTINGS if getattr(self, key) is not None}
-
-
-def apply_head_settings(
-    model: AutoModelForCausalLMWithILQLHeads, settings: dict, where: str
-) -> AutoModelForCausalLMWithILQLHeads:
-    """Set the decoding `settings` on `model.config`, logging each value that changes; refuse a
-    structural setting (`head_type`) that differs from the model's."""
-    for key, value in settings.items():
-        current = getattr(model.config, key)
-        if current == value:
-            continue
-        if key in STRUCTURAL_FIELDS:
-            raise ValueError(
-                f"{where} asks for {key}={value!r}, but the model given already has {key}={current!r} heads "
-                f"(their weights are shaped that way). Leave {key} unset (None) to train the model's heads, "
-                f"or pass the plain causal LM to start fresh {value!r} heads."
-            )
-        logger.info("%s sets %s=%r (the model had %r).", where, key, value,
-                    current)
-        setattr(model.config, key, value)
-    return model
 
 
 class ValueHeadsTrainer(LMRLTrainer):
@@ -147,7 +143,7 @@ class ValueHeadsTrainer(LMRLTrainer):
         if not isinstance(model, AutoModelForCausalLMWithILQLHeads):  # a plain causal LM: fresh heads
             return AutoModelForCausalLMWithILQLHeads.from_causal_lm(
                 model, target_heads=self.uses_target_heads, **args.head_kwargs())
-        model = apply_head_settings(model, args.head_kwargs(), where)  # keep its heads and its settings
+        apply_head_settings(model.config, args.head_kwargs(), where)  # keep its heads and its settings
         if self.uses_target_heads and model.target_q_heads is None:
             logger.info("%s: the model has no target heads (trained by Monte-Carlo regression?); they start as "
                         "copies of its Q heads.", type(self).__name__)

@@ -1,1 +1,0 @@
-"""Tasks shipped with lmrl, importable as `lmrl.tasks`."""
