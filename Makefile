@@ -1,4 +1,5 @@
 # lmrl: `make demo` runs the main job on a CPU; `make test` runs the test suite. Both install first.
+# `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install lock demo negotiation flight_booking real-model benchmark quickstart test venv-latest test-latest venv-floor test-floor lint \
-	bench-cost fetch-model clean venv-vllm test-vllm bench-vllm
+	bench-cost fetch-model clean venv-vllm test-vllm bench-vllm docs
 
 install: $(VENV)/.installed
 
@@ -36,7 +37,7 @@ lock:
 # $(call train_and_eval,TASK,ALGOS,EPISODES): train recipes/TASK/ALGO.yaml for each ALGO, then evaluate it
 define train_and_eval
 	for algo in $(2); do \
-		$(BIN)/lmrl train recipes/$(1)/$$algo.yaml > runs/$(1)-$$algo-train.log || exit 1; \
+		$(BIN)/lmrl train recipes/$(1)/$$algo.yaml --overwrite_output_dir true > runs/$(1)-$$algo-train.log || exit 1; \
 		$(BIN)/lmrl eval recipes/$(1)/$$algo.yaml --episodes $(3) || exit 1; \
 	done
 endef
@@ -73,8 +74,8 @@ flight_booking: install
 	$(BIN)/lmrl eval recipes/flight_booking/calm_plan.yaml --checkpoint runs/flight_booking/calm \
 		--out runs/flight_booking/calm_plan --episodes $(FLIGHT_EPISODES)
 	$(BIN)/lmrl user-side runs/data/flight_booking.jsonl --out runs/data/flight_booking_customer.jsonl
-	$(BIN)/lmrl train recipes/flight_booking/customer.yaml > runs/flight_booking-customer-train.log
-	$(BIN)/lmrl train recipes/flight_booking/value.yaml > runs/flight_booking-value-train.log
+	$(BIN)/lmrl train recipes/flight_booking/customer.yaml --overwrite_output_dir true > runs/flight_booking-customer-train.log
+	$(BIN)/lmrl train recipes/flight_booking/value.yaml --overwrite_output_dir true > runs/flight_booking-value-train.log
 	$(BIN)/lmrl eval recipes/flight_booking/calm_plan_learned.yaml --checkpoint runs/flight_booking/calm \
 		--out runs/flight_booking/calm_plan_learned --episodes $(FLIGHT_EPISODES)
 	$(BIN)/lmrl compare $(addprefix runs/flight_booking/,$(FLIGHT_ALGOS) calm_plan calm_plan_learned) \
@@ -93,10 +94,10 @@ real-model: install
 	MODEL=$$(cat runs/smollm2-path.txt) && \
 	$(BIN)/lmrl eval recipes/negotiation/bc.yaml --checkpoint $$MODEL --out runs/smollm2/smollm2_alone \
 		--episodes $(REAL_EPISODES) && \
-	$(BIN)/lmrl train recipes/smollm2/negotiation_chai.yaml --model_name_or_path $$MODEL > runs/smollm2-chai-train.log && \
+	$(BIN)/lmrl train recipes/smollm2/negotiation_chai.yaml --model_name_or_path $$MODEL --overwrite_output_dir true > runs/smollm2-chai-train.log && \
 	$(BIN)/lmrl eval recipes/smollm2/negotiation_chai.yaml --model_name_or_path $$MODEL \
 		--dataset runs/data/negotiation.jsonl --episodes $(REAL_EPISODES) && \
-	$(BIN)/lmrl train recipes/smollm2/negotiation_value.yaml --tokenizer_name_or_path $$MODEL --steer_model $$MODEL \
+	$(BIN)/lmrl train recipes/smollm2/negotiation_value.yaml --tokenizer_name_or_path $$MODEL --steer_model $$MODEL --overwrite_output_dir true \
 		> runs/smollm2-value-train.log && \
 	$(BIN)/lmrl eval recipes/smollm2/negotiation_value.yaml --tokenizer_name_or_path $$MODEL --steer_model $$MODEL \
 		--out runs/smollm2/smollm2_steered --episodes $(REAL_EPISODES)
@@ -104,7 +105,8 @@ real-model: install
 		--plot runs/smollm2/compare.png
 
 # Every CPU recipe x 3 seeds (benchmarks/suites/default.yaml): one table with intervals over seeds and
-# episodes, LMRL-Gym's published numbers beside ours, runs/benchmark/benchmark.png. Resumes when interrupted.
+# episodes, LMRL-Gym's published numbers beside ours, runs/benchmark/benchmark.png (docs/scores.md). Resumes
+# when interrupted.
 benchmark: install
 	$(BIN)/lmrl benchmark benchmarks/suites/default.yaml
 
@@ -174,6 +176,21 @@ bench-vllm: install venv-vllm
 
 lint: install
 	$(BIN)/ruff check lmrl tests examples benchmarks .ci
+
+# The documentation site (mkdocs.yml; pages in docs/, API pages generated from the docstrings) built strictly
+# into site/: a broken link or anchor, a missing reference or a docstring griffe cannot read fails the build.
+# Its tools, pinned in requirements/docs.txt, live in their own .venv-docs; the API pages read lmrl's sources
+# statically, so neither torch nor lmrl is installed there. `.venv-docs/bin/mkdocs serve` previews it live.
+DOCS_VENV := .venv-docs
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
+$(DOCS_VENV)/.installed: requirements/docs.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/pip install --quiet -r requirements/docs.txt
+	$(DOCS_VENV)/bin/python .ci/check_versions.py requirements/docs.txt
+	touch $@
 
 # Cost of value learning next to BC and the reference designs, one table (docs/benchmarks.md); e.g.
 # `make bench-cost BENCH_ARGS="--threads 1"` on a machine shared with other jobs, `BENCH_ARGS=--quick` for seconds.

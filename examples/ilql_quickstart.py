@@ -38,7 +38,7 @@ def main() -> None:
     epochs = parser.parse_args().epochs
     rows = doors_rows()
     common = dict(per_device_train_batch_size=16, learning_rate=1e-3, num_train_epochs=epochs, save_strategy="no",
-                  report_to="none", logging_steps=50, seed=0)
+                  report_to="none", logging_steps=50, seed=0, overwrite_output_dir=True)  # a rerun replaces its runs
     runs = {
         "BC": (BCTrainer, BCConfig(output_dir=str(out / "bc"), **common)),
         # guidance reweights the base policy's 90% nucleus: Q of tokens the data never shows in a state

@@ -30,6 +30,7 @@ def build_trainer(script: ScriptArguments, config):
     from transformers import AutoTokenizer
 
     from .data import load_episodes
+    from .models.model_files import check_model_source
     from .models.tiny import build_tiny, tiny_for_tokenizer
 
     algorithm = ALGORITHMS[script.algorithm]
@@ -37,6 +38,7 @@ def build_trainer(script: ScriptArguments, config):
     evaluation = load_episodes(script.eval_dataset) if script.eval_dataset else None
     if script.tiny_model is not None:
         if script.tokenizer_name_or_path:  # e.g. a small value model that steers a frozen LM
+            check_model_source(script.tokenizer_name_or_path, "tokenizer_name_or_path")
             tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path,
                                                       trust_remote_code=config.trust_remote_code)
             model = tiny_for_tokenizer(tokenizer, **script.tiny_model)
@@ -53,6 +55,9 @@ def build_trainer(script: ScriptArguments, config):
         if script.gguf_file:
             config.model_init_kwargs = {**(config.model_init_kwargs or {}), "gguf_file": script.gguf_file}
             gguf = {} if script.tokenizer_name_or_path else {"gguf_file": script.gguf_file}
+        check_model_source(model, "model_name_or_path", (config.model_init_kwargs or {}).get("cache_dir"))
+        if script.tokenizer_name_or_path:
+            check_model_source(script.tokenizer_name_or_path, "tokenizer_name_or_path")
         tokenizer = AutoTokenizer.from_pretrained(
             script.tokenizer_name_or_path or script.model_name_or_path, trust_remote_code=config.trust_remote_code,
             **gguf,

@@ -78,12 +78,14 @@ def _need(mapping: dict, key: str, where: str):
 
 def read_suite(path: str | Path, output_dir: str | None = None) -> Suite:
     """Parse and check a suite file; every problem is named with its place in the file."""
-    import yaml
+    from .recipes import plain_yaml
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such suite file.")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = plain_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a suite is a mapping of field: value, got {type(raw).__name__}.")
     known = {"output_dir", "seeds", "episodes", "tasks"}
     if set(raw) - known:
         raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(set(raw) - known))}; valid: {', '.join(sorted(known))}.")
@@ -142,6 +144,7 @@ def _unlabel_file(path: Path, labeled_share: float, seed: int, keep: bool) -> No
 def run_suite(suite: Suite, log=print) -> list[dict]:
     """Make each seed's data, train and evaluate every run not yet evaluated; returns the reports."""
     from .api import evaluate, make_data, train
+    from .trainers.checkpointing import last_complete_checkpoint
 
     reports = []
     for task in suite.tasks:
@@ -172,7 +175,11 @@ def run_suite(suite: Suite, log=print) -> list[dict]:
                 if algo.checkpoint is None and not (out / "train_summary.json").is_file():
                     log(f"[benchmark] {task.name}/{algo.name} seed {seed}: training")
                     start = time.perf_counter()
-                    train(algo.recipe, {**overrides, "output_dir": str(out), "disable_tqdm": True})
+                    # a run stopped mid-training resumes from its last complete checkpoint; one stopped before
+                    # its first checkpoint starts over in its own folder
+                    resume = {"resume_from_checkpoint": True} if last_complete_checkpoint(out) else \
+                        {"overwrite_output_dir": True}
+                    train(algo.recipe, {**overrides, "output_dir": str(out), "disable_tqdm": True, **resume})
                     log(f"[benchmark] {task.name}/{algo.name} seed {seed}: trained in {time.perf_counter() - start:.0f} s")
                 log(f"[benchmark] {task.name}/{algo.name} seed {seed}: evaluating {suite.episodes} episodes")
                 evaluate(algo.recipe, str(checkpoint), suite.episodes, overrides, out_dir=str(out))

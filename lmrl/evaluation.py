@@ -27,13 +27,25 @@ def dataset_returns(source) -> list[float]:
 
 
 def _checkpoint_dir(checkpoint: str | Path) -> Path:
+    from .models.model_files import check_safetensors_files
     from .trainers.checkpointing import require_safetensors
 
     path = Path(checkpoint)
     if not path.is_dir():
         raise ValueError(f"{path}: no such checkpoint directory. Train first (lmrl train RECIPE) or fix the path.")
     require_safetensors(path)
+    check_safetensors_files(path)
     return path
+
+
+def _model_source(source: str, field: str) -> None:
+    """Check a recipe's model field (`proposal_model`, `steer_model`): a folder that exists, with whole
+    safetensors weights, or a hub id the hub (or, offline, its cache) can give."""
+    from .models.model_files import check_model_source
+
+    check_model_source(source, field)
+    if Path(source).expanduser().is_dir():
+        _checkpoint_dir(Path(source).expanduser())
 
 
 def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torch.device = "cpu",
@@ -78,8 +90,7 @@ def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, dev
         source = script.proposal_model
     if not source:
         raise ValueError("Propose-and-rank needs a proposal LM: set 'proposal_model' in the recipe.")
-    if Path(source).is_dir():
-        _checkpoint_dir(source)
+    _model_source(source, "proposal_model")
     proposal = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=trust).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
     k = script.rank_proposals or getattr(config, "num_proposals", CHAIConfig.num_proposals)
@@ -109,8 +120,7 @@ def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, de
                          f"algorithm is {script.algorithm!r}.")
     trust = config.trust_remote_code
     value_model, value_tokenizer = load_policy_model(checkpoint, script.algorithm, device, trust, config)
-    if Path(script.steer_model).is_dir():
-        _checkpoint_dir(script.steer_model)
+    _model_source(script.steer_model, "steer_model")
     frozen = AutoModelForCausalLM.from_pretrained(script.steer_model, use_safetensors=True,
                                                   trust_remote_code=trust).to(device)
     tokenizer = AutoTokenizer.from_pretrained(script.steer_model, trust_remote_code=trust)

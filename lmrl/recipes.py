@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import enum
+import math
 import types
 import typing
 import warnings
@@ -159,10 +160,31 @@ def get_peft_config(script: ScriptArguments):
                       lora_dropout=script.lora_dropout, target_modules=targets)
 
 
-def _yaml(text: str, where: str):
-    """Plain YAML data only (`yaml.safe_load`): tags that would build Python objects are refused."""
+class _DuplicateKey(Exception):
+    pass
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (plain data only) that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in first:
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: {key!r} is given a second time (first "
+                                    f"on line {first[key]}), and YAML would keep the last silently; keep one")
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def plain_yaml(text: str, where: str):
+    """Plain YAML data only: tags that would build Python objects are refused, and so is a key given
+    twice in one mapping."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as err:
+        raise ValueError(f"{where}: {err}.") from None
     except yaml.YAMLError as err:
         raise ValueError(
             f"{where}: not valid plain YAML ({' '.join(str(err).split())}). Recipes hold data only; "
@@ -176,7 +198,7 @@ def read_recipe(path: str | Path, overrides: Mapping[str, object] | Sequence[str
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such recipe file.")
-    recipe = _yaml(path.read_text(), str(path)) or {}
+    recipe = plain_yaml(path.read_text(), str(path)) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of field: value, got {type(recipe).__name__}.")
     if overrides is None:
@@ -220,9 +242,9 @@ def _number(kind: type):
 
 def _yaml_value(text: str):
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise argparse.ArgumentTypeError(f"not valid plain YAML: {' '.join(str(err).split())}") from None
+        return plain_yaml(text, "the value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _option_type(annotation) -> tuple[object, list | None, str]:
@@ -338,6 +360,90 @@ PATH_FIELDS = ("dataset", "eval_dataset", "model_name_or_path", "tokenizer_name_
                "steer_model", "plan_user_model", "plan_value_model")
 
 
+def _fits(annotation, value) -> bool:
+    """Whether a recipe value has the type its field declares (YAML gives it as data)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, annotation)
+    if origin in (list, Sequence):
+        return isinstance(value, list) and (not args or all(_fits(args[0], v) for v in value))
+    if origin in (dict, Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # a typing construct no recipe field uses
+
+
+def _describe(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "text", type(None): "null",
+             dict: "a mapping"}
+    if annotation in names:
+        return names[annotation]
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, Sequence):
+        return f"a list of ({_describe(args[0])})" if args else "a list"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _as_number(value):
+    """PyYAML reads `1e-4` (no dot) as text; such text is taken as the number it spells."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+def check_field_types(recipe: Mapping, classes: Sequence[type], source: str) -> dict:
+    """The recipe with each value checked against its field's type (numbers written as text such as
+    `1e-4` read as numbers); a value of another type, a non-finite number or a missing required field
+    is a `ValueError` naming the field, what it must be, and what was given."""
+    checked = dict(recipe)
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            if not spec.init:
+                continue
+            if spec.name not in checked:
+                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                    raise ValueError(f"{source}: field '{spec.name}' is required: {spec.metadata.get('help', '')}")
+                continue
+            annotation, value = hints[spec.name], checked[spec.name]
+            if not _fits(annotation, value) and _fits(annotation, _as_number(value)):
+                value = checked[spec.name] = _as_number(value)
+            if not _fits(annotation, value):
+                hint = ""
+                if isinstance(value, bool) and _fits(annotation, "text"):
+                    hint = (" (YAML reads yes/no/on/off/true/false as booleans: quote the word, e.g. "
+                            f'{spec.name}: "no")')
+                raise ValueError(f"{source}: field '{spec.name}' must be {_describe(annotation)}, got {value!r}{hint}.")
+    return checked
+
+
 def parse_recipe(recipe: dict, source: str = "recipe"):
     """Split a recipe dict into (ScriptArguments, the algorithm's config)."""
     algorithm = recipe.get("algorithm")
@@ -354,6 +460,7 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
             f"{source}: unknown field(s) {', '.join(hints)} for algorithm {algorithm!r}. "
             f"Valid fields: {', '.join(sorted(valid))}."
         )
+    recipe = check_field_types(recipe, (ScriptArguments, config_class), source)
     script, config = HfArgumentParser((ScriptArguments, config_class)).parse_dict(recipe)
     for name in PATH_FIELDS:  # e.g. model_name_or_path: ~/.cache/lmrl/models/smollm2 (lmrl fetch-model)
         value = getattr(script, name)

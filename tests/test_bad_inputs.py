@@ -1,4 +1,4 @@
-"""Bad inputs fail in words (README, Reliability): files, long rows, tokenizers, pre-tokenized data,
+"""Bad inputs fail in words (docs/guides/reliability.md): files, long rows, tokenizers, pre-tokenized data,
 recipes, and model folders that hold pickles or code."""
 
 import json

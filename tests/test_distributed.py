@@ -36,7 +36,7 @@ def _run(command: list[str], processes: int, launcher: str = "torchrun") -> None
     elif launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                    *command]
-    else:  # the shipped DDP config, as the README's launch line uses it
+    else:  # the shipped DDP config, as the launch line in docs/guides/scaling.md uses it
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", str(processes),
                    "--main_process_port", "0", *command]

@@ -14,13 +14,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
+
+from .outputs import atomic_output, check_outputs
+from .strict_json import StrictJSONError, raw_decode
 
 ON_ERROR = ("stop", "skip")
 SKIP_HINT = ("Or convert with --on-error skip (on_error='skip') to leave out such records and list each one, "
@@ -51,27 +55,102 @@ def field_pattern(field: str) -> str:
     return re.sub(r"\[\d+\]", "[i]", field)
 
 
+_READING: list[set[Path]] = []  # the files each conversion in progress has opened (see `files_read`)
+
+
+@contextmanager
+def files_read() -> Iterator[set[Path]]:
+    """The set of every file [`open_binary`] opens while the block runs (resolved paths): what a
+    conversion read, which its outputs must not replace."""
+    opened: set[Path] = set()
+    _READING.append(opened)
+    try:
+        yield opened
+    finally:
+        _READING.remove(opened)
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
-    """The file's bytes, gunzipped when its name ends in .gz (as some distributions ship it)."""
+    """The file's bytes, gunzipped when its name ends in .gz (as some distributions ship it). A .gz
+    file that is truncated or damaged raises a `ValueError` naming the file and the last whole line."""
     path = Path(path)
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    for opened in _READING:
+        opened.add(path.resolve())
+    return _Gunzip(path) if path.suffix == ".gz" else path.open("rb")
+
+
+class _Gunzip(gzip.GzipFile):
+    """`gzip.GzipFile` whose read errors (EOFError on a truncated file, BadGzipFile, zlib.error) name the
+    file and how far it was read."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, "rb")
+        self.path, self.lines_read = path, 0
+
+    def _guard(self, read, *args):
+        try:
+            data = read(*args)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            problem = ("ends before its gzip data does: the file is truncated" if isinstance(error, EOFError)
+                       else f"is not valid gzip data ({error})")
+            raise ValueError(f"{self.path} {problem}, after line {self.lines_read} of the text inside. Download it "
+                             "again, or pass the uncompressed file.") from None
+        if isinstance(data, bytes):
+            self.lines_read += data.count(b"\n")
+        return data
+
+    def read(self, size=-1):
+        return self._guard(super().read, size)
+
+    def read1(self, size=-1):
+        return self._guard(super().read1, size)
+
+    def readline(self, size=-1):
+        return self._guard(super().readline, size)
+
+    def peek(self, n=0):
+        try:
+            return super().peek(n)
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            return self._guard(super().read, 0)
+
+    def readinto(self, buffer):
+        count = self._guard(super().readinto, buffer)
+        self.lines_read += bytes(memoryview(buffer)[:count]).count(b"\n")
+        return count
+
+
+class JSONSyntaxError(ValueError):
+    """Malformed JSON in a file: `path`, `line` and `column` (from 1) and the parser's `msg`."""
+
+    def __init__(self, path: Path, line: int, column: int, msg: str):
+        self.path, self.line, self.column, self.msg = path, line, column, msg
+        super().__init__(f"{path}: invalid JSON at line {line}, column {column}: {msg}. "
+                         "Fix the file or download it again.")
 
 
 def iter_json_array(path: str | Path, items: str = "records", chunk_size: int = 1 << 20,
                     max_item_chars: int = 1 << 28) -> Iterator[tuple[int, object, str]]:
     """(index, value, raw text) of each element of the top-level JSON array in `path`, parsed one at
-    a time with `json.JSONDecoder.raw_decode` over a buffer of `chunk_size` characters: memory holds
-    one element, not the array.
+    a time over a buffer of `chunk_size` characters: memory holds one element, not the array. JSON
+    is read strictly ([`lmrl.data.strict_json`]): NaN, Infinity, 1e400 or a key given twice is an error.
 
     Example:
         >>> [(i, v) for i, v, _ in iter_json_array("dialogues.json")]  # doctest: +SKIP
         [(0, {...}), (1, {...})]
 
     Raises:
-        ValueError: the top level is not an array, or the JSON is malformed (naming line and column).
+        ValueError: the top level is not an array, or the JSON is malformed (`JSONSyntaxError`, naming
+            line and column) or not strict JSON (naming the element, its line and the field).
     """
+    for index, _, value, text in json_array_items(path, items, chunk_size, max_item_chars):
+        yield index, value, text
+
+
+def json_array_items(path: str | Path, items: str = "records", chunk_size: int = 1 << 20,
+                     max_item_chars: int = 1 << 28) -> Iterator[tuple[int, int, object, str]]:
+    """(index, line where it starts, value, raw text) of each element, as [`iter_json_array`] reads them."""
     path = Path(path)
-    decoder = json.JSONDecoder()
     with open_binary(path) as raw:
         reader = io.TextIOWrapper(raw, encoding="utf-8")
         buffer = _Buffer(path, reader, chunk_size)
@@ -86,8 +165,13 @@ def iter_json_array(path: str | Path, items: str = "records", chunk_size: int = 
                 buffer.pos += 1
             else:
                 while True:
-                    value, text = buffer.decode(decoder, max_item_chars)
-                    yield index, value, text
+                    buffer.next_char()
+                    line = buffer.line_at(buffer.pos)
+                    try:
+                        value, text = buffer.decode(max_item_chars)
+                    except StrictJSONError as error:
+                        raise ValueError(f"{path}: {items.rstrip('s')} {index} (line {line}): {error}") from None
+                    yield index, line, value, text
                     index += 1
                     separator = buffer.next_char()
                     if separator == "]":
@@ -128,11 +212,11 @@ class _Buffer:
             if self.pos < len(self.text) or not self.fill():
                 return self.peek()
 
-    def decode(self, decoder: json.JSONDecoder, max_chars: int) -> tuple[object, str]:
+    def decode(self, max_chars: int) -> tuple[object, str]:
         self.next_char()  # raw_decode does not skip leading whitespace
         while True:
             try:
-                value, end = decoder.raw_decode(self.text, self.pos)
+                value, end = raw_decode(self.text, self.pos)
             except json.JSONDecodeError as error:
                 # the element may go on in the next chunk: the error is at the buffer's end (within a
                 # cut literal such as "fals" or escape such as "\u00e") or in an unterminated string
@@ -154,13 +238,14 @@ class _Buffer:
         self.lines_before += newlines
         self.text, self.pos = self.text[self.pos:], 0
 
-    def error(self, message: str, at: int | None = None) -> ValueError:
+    def line_at(self, at: int) -> int:
+        return self.lines_before + self.text.count("\n", 0, at) + 1
+
+    def error(self, message: str, at: int | None = None) -> JSONSyntaxError:
         at = self.pos if at is None else at
-        line = self.lines_before + self.text.count("\n", 0, at) + 1
         last_newline = self.text.rfind("\n", 0, at)
         column = at - last_newline if last_newline >= 0 else self.column_before + at + 1
-        return ValueError(f"{self.path}: invalid JSON at line {line}, column {column}: {message}. "
-                          "Fix the file or download it again.")
+        return JSONSyntaxError(self.path, self.line_at(at), column, message)
 
 
 class Rejections:

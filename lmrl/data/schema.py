@@ -7,7 +7,20 @@
 Assistant messages are actions; `reward` on one is received right after it. A row-level `reward`
 is added to the last assistant message. `done=false` marks a truncated episode. Single-turn rows
 `{"prompt", "completion", "reward"}` are accepted too. Every malformed row raises a `ValueError`
-that names the row and the field.
+that names the row (in a file: the file and line) and the field.
+
+Rewards are finite numbers. A message without `reward` earns 0 (an episode's reward is often on its
+last assistant message only). `null` is not a reward: in a JSON or JSONL file, `null` as the row's
+`reward`, or as the reward of the last assistant message of a row without a row-level reward (where
+the episode's outcome is), is an error; drop the key for reward 0, write the reward, or mark the row
+`"labeled": false` if its outcome is unknown. `null` on another message reads as no reward, as Arrow
+writes a missing field (e.g. `Dataset.to_json`). Rows that come from Arrow (Parquet, a `Dataset`,
+`Dataset.to_list()`) cannot tell `null` from missing, so there `null` is no reward.
+
+A JSON or JSONL file is read as the standard writes JSON: `NaN`, `Infinity`, a number beyond a float's
+range (`1e400`) or a key given twice in one object is an error naming the line and the field, wherever
+in the row it stands; so is a row nested more than 32 levels deep. Rows given in memory follow the same
+rules (`float("nan")` anywhere in a row is an error).
 
 `"labeled": false` marks an episode logged without rewards (it may carry none). Such rows are
 refused unless the caller gives `unlabeled_reward`, the reward each of their assistant turns then
@@ -77,9 +90,14 @@ def _reward(value, where: str, name: str) -> float:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where}: field '{name}' must be a number, got {value!r} ({type(value).__name__}).")
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: field '{name}' must be finite, got {value!r}. Fix or drop this row.")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: field '{name}' must be a finite number, got {value!r}. Write a finite reward, "
+                         "or drop this row.")
+    return number
 
 
 def _messages(value, where: str, name: str, default_role: str) -> list[Turn]:
@@ -125,11 +143,12 @@ def is_unlabeled(row: Mapping) -> bool:
     return row.get("labeled") is False
 
 
-def validate_row(row, index: int | None = None, unlabeled_reward: float | None = None) -> Episode:
+def validate_row(row, index: int | None = None, unlabeled_reward: float | None = None, *,
+                 where: str | None = None) -> Episode:
     """Check one row and return it as an [`Episode`]; raise `ValueError` naming row and field.
     An unlabeled row (`"labeled": false`) needs `unlabeled_reward`, which each of its assistant
-    turns gets."""
-    where = _where(index)
+    turns gets. `where` names the row in errors instead of `row {index}` (e.g. "data.jsonl: line 3")."""
+    where = where or _where(index)
     if not isinstance(row, Mapping):
         raise ValueError(f"{where}: expected an object with 'messages', got {type(row).__name__}.")
     if row.get("labeled") is not None and not isinstance(row["labeled"], bool):
@@ -176,6 +195,23 @@ def validate_row(row, index: int | None = None, unlabeled_reward: float | None =
     if not isinstance(done, bool):
         raise ValueError(f"{where}: field 'done' must be true or false, got {done!r}.")
     return Episode(turns=turns, done=done)
+
+
+def null_outcome(row: Mapping) -> str | None:
+    """The field holding a `null` where a labelled row's outcome is: the row's `reward`, or (without a
+    row-level reward) the last assistant message's `reward`; None if there is none. Only JSON text tells
+    `null` from a missing key (see the module docstring), so the file readers call this."""
+    if is_unlabeled(row):
+        return None
+    if "reward" in row:
+        return "reward" if row["reward"] is None else None
+    for name in ("messages", "completion"):
+        messages = row.get(name)
+        if isinstance(messages, (list, tuple)):
+            actions = [i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == ACTION_ROLE]
+            if actions and "reward" in messages[actions[-1]] and messages[actions[-1]]["reward"] is None:
+                return f"{name}[{actions[-1]}].reward"
+    return None
 
 
 def unlabel(rows: list[dict], labeled_share: float, seed: int = 0, keep_unlabeled: bool = True) -> list[dict]:

@@ -47,7 +47,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
     >>> frozen = AutoModelForCausalLM.from_pretrained("gpt2-large")
     >>> value_model = AutoModelForCausalLMWithILQLHeads.from_pretrained("my-ilql-gpt2")
     >>> inputs = tokenizer("Hello", return_tensors="pt")
-    >>> steer = ValueGuidedLogitsProcessor(value_model, beta=4.0, guidance_top_k=20)
+    >>> steer = ValueGuidedLogitsProcessor(value_model, beta=8.0, guidance_top_k=20)
     >>> out = frozen.generate(**inputs, logits_processor=[steer], max_new_tokens=20)
     ```
     """

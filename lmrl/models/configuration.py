@@ -51,7 +51,7 @@ class ILQLHeadsConfig(PreTrainedConfig):
         ```python
         >>> from transformers import GPT2Config
         >>> from lmrl.models import ILQLHeadsConfig
-        >>> config = ILQLHeadsConfig(text_config=GPT2Config(n_layer=2, n_embd=64, n_head=2), beta=4.0)
+        >>> config = ILQLHeadsConfig(text_config=GPT2Config(n_layer=2, n_embd=64, n_head=2), beta=8.0)
         >>> config.get_text_config().n_layer
         2
         ```

@@ -9,10 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 EOS = "<|endoftext|>"
+ARCHITECTURES = ("gpt2", "llama", "qwen2", "gpt_neox", "mistral")  # the ones tested
 
 # A ChatML-style template: each message appends text, and assistant turns close with EOS.
 CHAT_TEMPLATE = (
@@ -44,7 +52,29 @@ def train_tokenizer(
 
 
 def tiny_config(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2, **overrides):
-    """A small config of a real architecture ('gpt2', 'llama', 'qwen2', 'gpt_neox', 'mistral')."""
+    """A small config of a real architecture ('gpt2', 'llama', 'qwen2', 'gpt_neox', 'mistral'), with
+    `hidden_size // 32` attention heads (at least one). Impossible sizes are a `ValueError` naming the
+    `tiny_model` field."""
+    if architecture not in CONFIG_MAPPING:
+        raise ValueError(f"tiny_model.architecture: {architecture!r} is not a transformers model type; use one of "
+                         f"{', '.join(ARCHITECTURES)}.")
+    for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"tiny_model.{name} must be an integer >= 1, got {value!r}.")
+    given = next((key for key in ("n_head", "num_attention_heads") if key in overrides), None)
+    heads = overrides[given] if given else max(1, hidden_size // 32)
+    if isinstance(heads, int) and heads >= 1:
+        if hidden_size % heads and given:
+            raise ValueError(f"tiny_model.hidden_size={hidden_size} must be a multiple of tiny_model.{given}={heads} "
+                             f"(the attention heads): use a multiple of {heads}, or drop {given}.")
+        if hidden_size % heads:
+            raise ValueError(f"tiny_model.hidden_size={hidden_size} must be a multiple of its {heads} attention heads "
+                             "(hidden_size // 32): use a multiple of 32, e.g. 64.")
+        if architecture != "gpt2" and (hidden_size // heads) % 2:
+            raise ValueError(
+                f"tiny_model.hidden_size={hidden_size} gives {architecture} attention heads of odd width "
+                f"{hidden_size // heads} (hidden_size / {heads} heads), and rotary position embeddings need an even "
+                "width: use a multiple of 32, e.g. 64.")
     vocab = len(tokenizer)
     common = {"vocab_size": vocab, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
               "pad_token_id": tokenizer.pad_token_id}
@@ -57,14 +87,27 @@ def tiny_config(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, nu
                   "num_key_value_heads": max(1, hidden_size // 32), "max_position_embeddings": 1024}
     kwargs.update(common)
     kwargs.update(overrides)
-    return AutoConfig.for_model(architecture, **kwargs)
+    try:
+        return AutoConfig.for_model(architecture, **kwargs)
+    except (ValueError, TypeError, StrictDataclassError) as err:
+        raise ValueError(f"tiny_model: transformers refuses a {architecture} config with hidden_size={hidden_size}, "
+                         f"num_layers={num_layers}{_listed(overrides)}: {err}") from None
 
 
 def tiny_causal_lm(tokenizer, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
                    **overrides) -> PreTrainedModel:
     """A randomly initialised causal LM of a real architecture, sized for a CPU."""
     config = tiny_config(tokenizer, architecture, hidden_size, num_layers, **overrides)
-    return AutoModelForCausalLM.from_config(config)
+    try:
+        return AutoModelForCausalLM.from_config(config)
+    except (ValueError, TypeError, RuntimeError, ArithmeticError, IndexError) as err:
+        # e.g. a negative intermediate_size, or an architecture that is no causal LM
+        raise ValueError(f"tiny_model: no {architecture} causal LM can be built with hidden_size={hidden_size}, "
+                         f"num_layers={num_layers}{_listed(overrides)}: {err}") from None
+
+
+def _listed(overrides: dict) -> str:
+    return "".join(f", {key}={value!r}" for key, value in overrides.items())
 
 
 def episode_texts(rows) -> list[str]:
@@ -83,6 +126,10 @@ def episode_texts(rows) -> list[str]:
 def build_tiny(rows, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
                vocab_size: int = 512, chat_template: bool = False, seed: int = 0, **overrides):
     """A tokenizer trained on the episodes' text and a fresh tiny model of `architecture` for it."""
+    smallest = 256 + (2 if chat_template else 1)  # the byte alphabet and the special tokens
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
+        raise ValueError(f"tiny_model.vocab_size must be an integer >= {smallest} (256 byte tokens and the special "
+                         f"tokens), got {vocab_size!r}.")
     tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None)
     torch.manual_seed(seed)
     return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides), tokenizer

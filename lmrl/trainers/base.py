@@ -17,6 +17,7 @@ from ..data.loading import check_tokenized
 from ..data.tokenization import pad_token_id
 from ..models.adapters import is_peft_model, trainable_parameters
 from ..models.gguf import drop_gguf_quantization, is_gguf_model
+from ..models.model_files import check_model_source, check_safetensors_files
 from ..models.policy_logits import PolicyLogits
 from ..ops.vocab import MEMORY_BUDGET
 from .checkpointing import SafeCheckpointMixin, require_safetensors
@@ -80,6 +81,12 @@ class LMRLConfig(TrainingArguments):
     model_init_kwargs: dict | None = field(
         default=None, metadata={"help": "Keyword arguments for from_pretrained when the model is a string."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that already holds another run's model or checkpoints (its "
+                  "files are replaced as this run saves). Without it such an output_dir is refused, unless the "
+                  "run resumes from its checkpoint (resume_from_checkpoint)."},
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow code from a model repository to run. Off unless you trust it."}
     )
@@ -140,6 +147,18 @@ class LMRLConfig(TrainingArguments):
             self.activation_checkpointing = self.gradient_checkpointing
         super().__post_init__()
         check_choices(self)
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        check_ranges(self, {
+            # an episode needs a state and an action: its last two tokens at least
+            "max_length": (lambda v: v is None or (is_int(v) and v >= 2),
+                           "an integer >= 2 (a state and an action) or None (no truncation)"),
+            "per_device_train_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            "per_device_eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            "gradient_accumulation_steps": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            "learning_rate": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0"),
+            "num_train_epochs": (lambda v: self.max_steps > 0 or 0 < v < float("inf"),
+                                 "a finite number > 0 (or set max_steps)"),
+        })
         if self.nonfinite == "skip" and self.deepspeed:
             raise ValueError("nonfinite='skip' does not work with DeepSpeed, whose engine steps the optimizer "
                              "itself (its fp16 loss scaler skips overflowing steps); use nonfinite='error'.")
@@ -226,6 +245,8 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         """The language model (loaded when given as an id or path, prepared, adapted when `peft_config`
         is set) and its tokenizer, checked against each other."""
         gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
+        if isinstance(model, str):
+            check_model_source(model, f"{type(self).__name__}: model", args.load_kwargs().get("cache_dir"))
         if processing_class is None:
             if not isinstance(model, str):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")
@@ -235,6 +256,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         if isinstance(model, str):
             if os.path.isdir(model) and not gguf_file:
                 require_safetensors(model)
+                check_safetensors_files(model)
             model = self._load_model(model, args)
         model = self._prepare_model(drop_gguf_quantization(model), args)
         if peft_config is not None:

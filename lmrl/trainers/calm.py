@@ -17,20 +17,18 @@ beside it (`outcome_head.safetensors`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from transformers.trainer import TRAINING_ARGS_NAME
 
 from ..data import load_episodes, prepare_dataset
 from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
 from ..models.calm import CALMOutput, LMWithOutcomeHead, OutcomeHead
 from .base import LMRLConfig, LMRLTrainer
-from .checkpointing import write_training_args
+from .checkpointing import finish_saved_folder
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +169,7 @@ class CALMTrainer(LMRLTrainer):
             return
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-        write_training_args(output_dir, self.args)
+        finish_saved_folder(output_dir, self.args, self.run_fingerprint())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = self.model if model is None else model

@@ -28,7 +28,7 @@ from ..data import load_episodes, validate_row
 from ..generation.propose import embed_contexts, embed_replies, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
-from .base import LMRLConfig, LMRLTrainer
+from .base import LMRLConfig, LMRLTrainer, check_ranges
 from .callbacks import TargetUpdateCallback
 
 logger = logging.getLogger(__name__)
@@ -96,10 +96,11 @@ class CHAIConfig(LMRLConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.num_proposals < 1:
-            raise ValueError(f"num_proposals must be >= 1, got {self.num_proposals}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        check_ranges(self, {
+            "num_proposals": (lambda v: v >= 1, ">= 1"),
+            "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+            "gamma": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (the discount per agent turn)"),
+        })
 
 
 def episode_states(rows, unlabeled_reward: float | None = None) -> tuple[list[list[dict]], list[dict]]:

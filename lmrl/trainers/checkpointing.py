@@ -11,11 +11,19 @@ incomplete folders left by other tools.
 
 Optimizer, scheduler and RNG states are `torch.save` files; transformers 5 loads them with
 `torch.load(weights_only=True)`, which refuses pickles that would run code. The training arguments
-are written as `training_args.json` beside Trainer's pickled `training_args.bin`, which nothing loads.
+are written as `training_args.json` (Trainer's pickled `training_args.bin` is not kept).
+
+A run refuses an `output_dir` that holds another run's model or checkpoints, unless it resumes or is
+told `overwrite_output_dir`. Every checkpoint and saved model carries `lmrl_run.json`: fingerprints of
+the run's data, tokenizer and training settings, so that a resume from a checkpoint written by
+another run (other data, another tokenizer with the same vocabulary size, other settings) is refused,
+naming what differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -25,14 +33,20 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from ..models.model_files import check_safetensors_files, saved_shapes
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_ARGS_JSON = "training_args.json"
+RUN_FINGERPRINT = "lmrl_run.json"
+# files and folders whose presence at the top of an output_dir mean a run already wrote there
+RUN_OUTPUTS = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+               "train_summary.json", RUN_FINGERPRINT)
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -94,27 +108,18 @@ def check_checkpoint(path: str | Path) -> None:
     if problem == "no such checkpoint directory":
         advice = "Check the path, or pass resume_from_checkpoint=True to take the last complete checkpoint."
     elif "pickle" in problem:
-        advice = "Convert the weights to model.safetensors if you trust the file (see README, Reliability)."
+        advice = "Convert the weights to model.safetensors if you trust the file (see docs/guides/reliability.md)."
     else:
         advice = "Resume from an earlier checkpoint, or pass resume_from_checkpoint=True to skip incomplete ones."
     raise ValueError(f"{path}: cannot resume: {problem}. {advice}")
 
 
 def _saved_shapes(path: Path) -> dict[str, list[int]] | None:
-    """Tensor shapes in a checkpoint's safetensors files (read from the headers, not loaded)."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        return None  # adapters (PEFT) or FSDP shards: their own loaders check them
-    shapes = {}
-    for name in files:
-        with safe_open(path / name, framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                shapes[key] = list(handle.get_slice(key).get_shape())
-    return shapes
+    """Tensor shapes in a checkpoint's safetensors files (read from the headers, not loaded); `None` for
+    adapters (PEFT) or FSDP shards, which their own loaders check. Every safetensors file of the folder
+    must have a readable header: a truncated one is a `ValueError` naming it."""
+    check_safetensors_files(path)
+    return saved_shapes(path)
 
 
 def _structure(config) -> dict:
@@ -158,9 +163,112 @@ def check_matches_model(path: str | Path, model: torch.nn.Module) -> None:
     )
 
 
-def write_training_args(output_dir: str | Path, args) -> None:
-    """`training_args.json` beside a saved model: the arguments in a form that loads without unpickling."""
-    Path(output_dir, TRAINING_ARGS_JSON).write_text(args.to_json_string())
+def finish_saved_folder(output_dir: str | Path, args, fingerprint: dict | None) -> None:
+    """What every saved model and checkpoint gets once its files are written: `training_args.json` (the
+    arguments in a form that loads without unpickling) instead of Trainer's pickled `training_args.bin`,
+    the run's fingerprints, and weights readable like the other files (the umask's mode, not 0600)."""
+    output_dir = Path(output_dir)
+    (output_dir / TRAINING_ARGS_JSON).write_text(args.to_json_string())
+    (output_dir / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+    if fingerprint is not None:
+        (output_dir / RUN_FINGERPRINT).write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in output_dir.glob("*.safetensors"):
+        path.chmod(0o666 & ~umask)
+
+
+def existing_run(output_dir: str | Path) -> list[str]:
+    """What another run left at the top of `output_dir` (a model, checkpoints), by name."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted(name for name in os.listdir(output_dir)
+                  if name in RUN_OUTPUTS or _CHECKPOINT.match(name))
+
+
+# settings that change neither the data nor the maths of a run, so a resume may change them
+_RUN_CONTROL = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
+                "logging_dir", "logging_steps", "logging_strategy", "logging_first_step", "save_steps",
+                "save_strategy", "save_total_limit", "eval_steps", "eval_strategy", "disable_tqdm", "report_to",
+                "run_name", "dataloader_num_workers", "dataloader_pin_memory", "dataset_num_proc",
+                "loss_chunk_size", "loss_memory_budget_mb", "nonfinite", "trust_remote_code", "use_cpu",
+                "activation_checkpointing", "activation_checkpointing_kwargs", "gradient_checkpointing",
+                "gradient_checkpointing_kwargs", "model_init_kwargs", "push_to_hub", "hub_model_id"}
+_COMPARED_TRAINING_ARGUMENTS = {"learning_rate", "seed", "data_seed", "per_device_train_batch_size",
+                                "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps",
+                                "warmup_ratio", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"}
+
+
+def _digest(*parts) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return hasher.hexdigest()[:16]
+
+
+def data_fingerprint(dataset) -> str | None:
+    """A digest of a tokenized dataset's token ids, action mask and rewards (None for other datasets)."""
+    import pyarrow.compute as pc
+
+    table = getattr(dataset, "data", None)
+    if table is None or not hasattr(table, "column_names"):
+        return None
+    columns = [name for name in ("input_ids", "action_mask", "rewards", "dones") if name in table.column_names]
+    if not columns:
+        return None
+    parts = [len(dataset)]
+    for name in columns:
+        column = table.column(name)
+        if column.type.__class__.__name__.endswith("ListType"):
+            parts += [pc.list_value_length(column).to_numpy(zero_copy_only=False).tobytes(),
+                      pc.list_flatten(column).to_numpy(zero_copy_only=False).tobytes()]
+        else:
+            parts.append(column.to_numpy(zero_copy_only=False).tobytes())
+    return _digest(*parts)
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A digest of a tokenizer's vocabulary, special tokens and chat template."""
+    if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+        return None
+    return _digest(sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens,
+                   getattr(tokenizer, "chat_template", None))
+
+
+def settings_fingerprint(args) -> dict:
+    """The training settings a resume must keep: lmrl's own fields and the optimizer's, by name."""
+    from transformers import TrainingArguments
+
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    names = [f.name for f in dataclasses.fields(args) if f.init and f.name not in _RUN_CONTROL
+             and (f.name not in inherited or f.name in _COMPARED_TRAINING_ARGUMENTS)]
+    return {name: json.loads(json.dumps(getattr(args, name), default=str)) for name in sorted(names)}
+
+
+def check_same_run(checkpoint: str | Path, fingerprint: dict) -> None:
+    """Raise a `ValueError` when `checkpoint` was written by a run with other data, another tokenizer or
+    other settings (its `lmrl_run.json` says); a checkpoint without one (another tool's) is only logged."""
+    path = Path(checkpoint, RUN_FINGERPRINT)
+    if not path.is_file():
+        logger.warning("%s has no %s, so lmrl cannot check that it was written by this run.", checkpoint,
+                       RUN_FINGERPRINT)
+        return
+    saved = json.loads(path.read_text())
+    differ = []
+    if saved.get("trainer") != fingerprint["trainer"]:
+        differ.append(f"the trainer ({saved.get('trainer')} there, {fingerprint['trainer']} here)")
+    for key, what in (("data", "the training data"), ("tokenizer", "the tokenizer")):
+        if saved.get(key) is not None and fingerprint[key] is not None and saved[key] != fingerprint[key]:
+            differ.append(what)
+    settings = saved.get("settings", {})
+    differ += [f"{name} ({settings[name]!r} there, {value!r} here)" for name, value in fingerprint["settings"].items()
+               if name in settings and settings[name] != value]
+    if differ:
+        raise ValueError(
+            f"{checkpoint} was written by another run: {'; '.join(differ)} differ. Resume a run with the data, "
+            "tokenizer and recipe that wrote it, or train this one into a new output_dir."
+        )
 
 
 def _fsync_tree(folder: str) -> None:
@@ -220,7 +328,18 @@ class SafeCheckpointMixin:
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            write_training_args(output_dir or self.args.output_dir, self.args)
+            finish_saved_folder(output_dir or self.args.output_dir, self.args, self.run_fingerprint())
+
+    def run_fingerprint(self) -> dict:
+        """Fingerprints of this run's data, tokenizer and settings (written into every checkpoint)."""
+        if getattr(self, "_run_fingerprint", None) is None:
+            self._run_fingerprint = {
+                "trainer": type(self).__name__,
+                "data": data_fingerprint(self.train_dataset),
+                "tokenizer": tokenizer_fingerprint(self.processing_class),
+                "settings": settings_fingerprint(self.args),
+            }
+        return self._run_fingerprint
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "false"):
@@ -234,8 +353,15 @@ class SafeCheckpointMixin:
                 )
             resume_from_checkpoint = found
         if not resume_from_checkpoint:
+            found = existing_run(self.args.output_dir)
+            if found and not getattr(self.args, "overwrite_output_dir", False) and self.args.should_save:
+                raise ValueError(
+                    f"{self.args.output_dir} already holds another run ({', '.join(found)}), which training "
+                    "would overwrite. Train into a new output_dir, resume that run (resume_from_checkpoint=true), "
+                    "or set overwrite_output_dir=true to replace it.")
             return super().train(resume_from_checkpoint=None, trial=trial, **kwargs)
         check_checkpoint(resume_from_checkpoint)
+        check_same_run(resume_from_checkpoint, self.run_fingerprint())
         check_matches_model(resume_from_checkpoint, self.model)
         logger.info("Resuming from %s.", resume_from_checkpoint)
         try:

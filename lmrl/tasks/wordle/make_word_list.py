@@ -1,11 +1,11 @@
-"""How tasks/wordle/words.txt was made (run once; the list is committed).
+"""How lmrl/tasks/wordle/words.txt was made (run once; the list is committed).
 
 The most frequent 5-letter English words by `wordfreq` (pip install wordfreq), kept only when they
 appear in lower case in a spelling dictionary (Debian's `wamerican`, /usr/share/dict/american-english),
 which drops names and abbreviations that a frequency list contains (e.g. "henri", "tibet"). Plurals
 and inflections stay: they are valid guesses.
 
-    python tasks/wordle/make_word_list.py 2000 > tasks/wordle/words.txt
+    python lmrl/tasks/wordle/make_word_list.py 2000 > lmrl/tasks/wordle/words.txt
 """
 
 import sys
