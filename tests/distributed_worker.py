@@ -71,7 +71,10 @@ def build(algorithm: str, output_dir: str, per_device_batch: int, steps: int):
         return lmrl.ILQLTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     if algorithm == "calm":
         args = lmrl.CALMConfig(**common, outcome_task="flight_booking", max_length=1024)
-        return lmrl.CALMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        from lmrl.tasks.flight_booking import outcome_label, relabel_row
+
+        return lmrl.CALMTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                outcome_label=outcome_label, relabel=relabel_row)
     if algorithm == "chai":
         args = lmrl.CHAIConfig(**common, num_proposals=2, proposal_max_new_tokens=3)
         return lmrl.CHAITrainer(proposal_model=model, args=args, train_dataset=data, processing_class=tokenizer)

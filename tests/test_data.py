@@ -490,7 +490,7 @@ def test_prepare_dataset_gives_unlabeled_episodes_their_reward_from_a_jsonl_file
     """Through a file, as `load_dataset` reads it (absent fields come back as null)."""
     path = tmp_path / "mixed.jsonl"
     path.write_text(json.dumps({"messages": MESSAGES}) + "\n" + json.dumps(UNLABELED) + "\n")
-    with pytest.raises(ValueError, match="row 1: the row is unlabeled"):
+    with pytest.raises(ValueError, match="mixed.jsonl: line 2: the row is unlabeled"):
         prepare_dataset(str(path), plain_tokenizer)
     data = prepare_dataset(str(path), plain_tokenizer, unlabeled_reward=-0.5)
     assert data["returns"] == [1.5, -1.0]

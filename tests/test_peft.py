@@ -24,6 +24,7 @@ from lmrl import (
 from lmrl.models.adapters import trainable_parameters
 from lmrl.models.calm import OutcomeHead
 from lmrl.models.tiny import build_tiny, tiny_causal_lm
+from lmrl.tasks.flight_booking import outcome_label, relabel_row
 
 GPT2_VOCAB = 50257
 
@@ -171,7 +172,8 @@ def test_calm_trains_an_adapter_and_its_outcome_head_in_full(tmp_path):
                       per_device_train_batch_size=8, learning_rate=1e-2, report_to="none", save_strategy="no",
                       disable_tqdm=True, max_length=1024)
     trainer = CALMTrainer(model=base, args=args, train_dataset=rows, processing_class=tokenizer,
-                          peft_config=LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
+                          peft_config=LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"),
+                          outcome_label=outcome_label, relabel=relabel_row)
     head_before = {k: v.clone() for k, v in trainer.model.outcome_head.state_dict().items()}
     trainer.train()
     head, model = trainer.model.outcome_head, trainer.model.lm  # the LM (adapted) and its head, trained together
@@ -298,7 +300,8 @@ def test_calm_with_lora_on_a_tied_embedding_model_reloads_and_resumes(tmp_path, 
                           per_device_train_batch_size=4, learning_rate=1e-2, report_to="none", save_strategy="steps",
                           save_steps=1, disable_tqdm=True, max_length=1024, seed=0)
         trainer = CALMTrainer(model=base, args=args, train_dataset=rows, processing_class=tokenizer,
-                              peft_config=_all_linear(task_type="CAUSAL_LM"))
+                              peft_config=_all_linear(task_type="CAUSAL_LM"), outcome_label=outcome_label,
+                              relabel=relabel_row)
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, set_seed
 from lmrl.models.calm import LMWithOutcomeHead
 from lmrl.models.tiny import build_tiny
 from lmrl.recipes import ALGORITHMS
+from lmrl.tasks.flight_booking import outcome_label, relabel_row
 
 STEPS, SAVE_EVERY = 6, 3
 DOORS = [{"messages": [{"role": "user", "content": "Pick a door:"},
@@ -50,7 +51,8 @@ def _run(algorithm, tmp_path, name, resume_from=None):
     if algorithm == "chai":
         args.proposal_cache_dir = str(tmp_path / "proposals")  # sampled once, read by both runs
     models = {"proposal_model": model} if algorithm == "chai" else {"model": model}
-    trainer = trainer_class(**models, args=args, train_dataset=rows, processing_class=tokenizer)
+    task_functions = {"outcome_label": outcome_label, "relabel": relabel_row} if algorithm == "calm" else {}
+    trainer = trainer_class(**models, args=args, train_dataset=rows, processing_class=tokenizer, **task_functions)
     trainer.train(resume_from_checkpoint=resume_from)
     return trainer
 

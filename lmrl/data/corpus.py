@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import re
+import sys
 import time
 import zlib
 from collections import Counter
@@ -87,7 +88,7 @@ class _Gunzip(gzip.GzipFile):
         super().__init__(path, "rb")
         self.path, self.lines_read = path, 0
 
-    def _guard(self, read, *args):
+    def _guard(self, read, *args, count: bool = True):
         try:
             data = read(*args)
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
@@ -95,7 +96,7 @@ class _Gunzip(gzip.GzipFile):
                        else f"is not valid gzip data ({error})")
             raise ValueError(f"{self.path} {problem}, after line {self.lines_read} of the text inside. Download it "
                              "again, or pass the uncompressed file.") from None
-        if isinstance(data, bytes):
+        if count:
             self.lines_read += data.count(b"\n")
         return data
 
@@ -109,15 +110,7 @@ class _Gunzip(gzip.GzipFile):
         return self._guard(super().readline, size)
 
     def peek(self, n=0):
-        try:
-            return super().peek(n)
-        except (EOFError, gzip.BadGzipFile, zlib.error):
-            return self._guard(super().read, 0)
-
-    def readinto(self, buffer):
-        count = self._guard(super().readinto, buffer)
-        self.lines_read += bytes(memoryview(buffer)[:count]).count(b"\n")
-        return count
+        return self._guard(super().peek, n, count=False)
 
 
 class JSONSyntaxError(ValueError):
@@ -184,7 +177,9 @@ def json_array_items(path: str | Path, items: str = "records", chunk_size: int =
             if buffer.next_char():
                 raise buffer.error("Extra data")
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path}: not UTF-8 text ({error}). Pass a JSON file.") from None
+            raise ValueError(f"{path}: not UTF-8 text after line {buffer.line_at(len(buffer.text))} (byte "
+                             f"0x{error.object[error.start]:02x} cannot be decoded). Save the file as UTF-8, or "
+                             "download it again.") from None
 
 
 class _Buffer:
@@ -250,7 +245,8 @@ class _Buffer:
 
 class Rejections:
     """`on_error="skip"`: each rejected record goes to a JSON-lines side file (where, field, reason,
-    the full message and the raw input), and `counts` tallies them by reason.
+    the full message and the raw input), and `counts` tallies them by reason. The file is created at
+    the first rejection; [`convert_records`] gives it a temporary path and moves it into place at the end.
 
     Example:
         >>> rejected = Rejections("rows.rejected.jsonl")  # doctest: +SKIP
@@ -261,7 +257,6 @@ class Rejections:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.unlink(missing_ok=True)  # a side file left by an earlier run would mislead
         self.counts: Counter[str] = Counter()
         self._handle: IO[str] | None = None
 
@@ -281,8 +276,9 @@ class Rejections:
 
 class RowWriter:
     """Writes rows as they come: JSON lines, or Parquet (row groups of `batch_size` rows, with the
-    given pyarrow `schema`) when the path ends in .parquet. It writes `PATH.partial` and renames it to
-    PATH only when the block ends without an error, so PATH is never a half-converted file.
+    given pyarrow `schema`) when the path ends in .parquet. It writes a temporary file beside PATH and
+    moves it to PATH only when the block ends without an error ([`lmrl.data.outputs.atomic_output`]),
+    so PATH is never a half-converted file and an existing PATH stays as it was if the block fails.
 
     Example:
         >>> with RowWriter("rows.jsonl") as writer:  # doctest: +SKIP
@@ -297,17 +293,20 @@ class RowWriter:
             raise ValueError(f"{self.path}: this corpus has no Parquet schema; write JSON lines instead "
                              "(an --out path ending in .jsonl).")
         self.schema, self.batch_size = schema, batch_size
-        self.partial = self.path.with_name(self.path.name + ".partial")
         self.rows, self._batch, self._writer = 0, [], None
+        self._output = ExitStack()
 
     def __enter__(self) -> RowWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.parquet:
-            import pyarrow.parquet as pq
+        with ExitStack() as stack:
+            partial = stack.enter_context(atomic_output(self.path))
+            if self.parquet:
+                import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self.partial, self.schema)
-        else:
-            self._writer = self.partial.open("w", encoding="utf-8")
+                self._writer = pq.ParquetWriter(partial, self.schema)
+            else:
+                self._writer = partial.open("w", encoding="utf-8")
+            stack.callback(self._writer.close)  # closed before the file is moved into place
+            self._output = stack.pop_all()
         return self
 
     def write(self, row: dict) -> None:
@@ -316,7 +315,12 @@ class RowWriter:
             if len(self._batch) >= self.batch_size:
                 self._flush()
         else:
-            self._writer.write(json.dumps(row) + "\n")
+            try:
+                line = json.dumps(row, allow_nan=False)
+            except ValueError as error:  # NaN or infinity: JSON has neither, and readers would see null or fail
+                raise ValueError(f"{self.path}: row {self.rows + 1} holds a number that is not finite ({error}), "
+                                 "which JSON cannot hold. Check the corpus record it comes from.") from None
+            self._writer.write(line + "\n")
         self.rows += 1
 
     def _flush(self) -> None:
@@ -341,15 +345,13 @@ class RowWriter:
         self._batch = []
 
     def __exit__(self, kind, error, traceback) -> None:
-        try:
-            if kind is None and self.parquet:
+        if kind is None and self.parquet:
+            try:
                 self._flush()
-        finally:
-            self._writer.close()
-            if kind is None and error is None and self._batch == []:
-                os.replace(self.partial, self.path)
-            else:
-                self.partial.unlink(missing_ok=True)
+            except BaseException:
+                if not self._output.__exit__(*sys.exc_info()):
+                    raise
+        self._output.__exit__(kind, error, traceback)
 
 
 def _unknown_fields(value, schema_type, prefix: str = "") -> str | None:
@@ -391,30 +393,41 @@ def convert_records(load_corpus: Callable[..., Iterator[dict]], source: str | Pa
     error (file, line or dialogue, field, what to do); `on_error="skip"` converts the others, writes
     each rejected one to `rejected` (default: `out` with the suffix .rejected.jsonl) and reports the
     counts by reason. A task's corpus is converted by name with `lmrl.tasks.convert_corpus`.
+
+    Outputs are written beside their paths and moved into place only when the conversion succeeds
+    ([`lmrl.data.outputs.atomic_output`]); neither may be a file the conversion reads (the corpus, or
+    e.g. its kb file) or the other output ([`lmrl.data.outputs.check_outputs`]).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
-    if Path(out).resolve() == Path(source).resolve():
-        raise ValueError(f"{out}: the output would overwrite the corpus file. Pass another --out path.")
-    rejections = Rejections(rejected or default_rejected_path(out)) if on_error == "skip" else None
+    rejected_path = Path(rejected or default_rejected_path(out)) if on_error == "skip" else None
+    outputs = {"--out": out, "--rejected": rejected_path}
+    check_outputs(inputs={"the corpus file": source}, outputs=outputs)
+    rejections = None
     start = time.perf_counter()
     try:
-        with RowWriter(out, schema=schema) as writer:
-            for row in load_corpus(str(source), on_error=rejections, **options):
-                writer.write(row)
-                if progress is not None:
-                    progress(writer.rows)
+        with files_read() as read, ExitStack() as committed:
+            if rejected_path is not None:  # entered first, so moved into place after `out`
+                rejections = Rejections(committed.enter_context(atomic_output(rejected_path, missing_ok=True)))
+            writer = committed.enter_context(RowWriter(out, schema=schema))
+            try:
+                for row in load_corpus(str(source), on_error=rejections, **options):
+                    writer.write(row)
+                    if progress is not None:
+                        progress(writer.rows)
+            finally:
+                if rejections is not None:
+                    rejections.close()
+            check_outputs(inputs={"the corpus file": source, **{f"{path}, which the conversion read": path
+                                                                for path in sorted(read)}}, outputs=outputs)
     except CorpusError as error:
         raise CorpusError(f"{error} {SKIP_HINT}", path=error.path, where=error.where, field=error.field,
                           reason=error.reason, record=error.record) from None
-    finally:
-        if rejections is not None:
-            rejections.close()
     seconds = time.perf_counter() - start
     summary = {"task": name, "source": str(source), "rows": writer.rows, "out": str(out),
                "seconds": round(seconds, 3)}
     if rejections is not None:
         summary["rejected"] = sum(rejections.counts.values())
         summary["rejected_by_reason"] = dict(rejections.counts.most_common())
-        summary["rejected_file"] = str(rejections.path) if rejections.counts else None
+        summary["rejected_file"] = str(rejected_path) if rejections.counts else None
     return summary

@@ -73,10 +73,12 @@ def partial_path(path: PathLike) -> Path:
 
 
 @contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
+def atomic_output(path: PathLike, missing_ok: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same folder, so the rename is atomic) to write the output
     to; when the block ends without an error it replaces `path` (`os.replace`), and when it raises the
     temporary file is removed and `path` is left as it was. The parent folder is created if needed.
+    A block that writes nothing is an error, unless `missing_ok`: then it means "no output this time"
+    and an old `path` (from an earlier run, which would mislead) is removed.
 
     Example:
         >>> with atomic_output("out/rows.jsonl") as partial:  # doctest: +SKIP
@@ -94,6 +96,9 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
         raise
     if not partial.exists():
+        if missing_ok:
+            path.unlink(missing_ok=True)
+            return
         raise FileNotFoundError(f"{path}: nothing was written to the output (its temporary file {partial} does not "
                                 "exist), so the output was left as it was.")
     os.replace(partial, path)

@@ -25,10 +25,11 @@ _DEPTH_FIX = f"A row may nest objects and lists {MAX_DEPTH} levels deep: flatten
 
 class StrictJSONError(ValueError):
     """A value JSON cannot hold, or would hold ambiguously. `field` is its path in the value
-    ("messages[1].reward"; "" for the value itself), `problem` what is wrong and `fix` what to do."""
+    ("messages[1].reward"; "" for the value itself), `problem` what is wrong, `fix` what to do and
+    `reason` the kind of problem without its values (to count by)."""
 
-    def __init__(self, field: str, problem: str, fix: str = FIX_NUMBER):
-        self.field, self.problem, self.fix = field, problem, fix
+    def __init__(self, field: str, problem: str, fix: str = FIX_NUMBER, reason: str = "is not a finite number"):
+        self.field, self.problem, self.fix, self.reason = field, problem, fix, reason
         super().__init__(f"{f'field {field!r}' if field else 'the value'} {problem}. {fix}")
 
 
@@ -131,7 +132,7 @@ def _first_problem(value) -> StrictJSONError | None:
             return StrictJSONError(path, item.problem)
         if isinstance(item, _Duplicated):
             return StrictJSONError(_child(path, item.key), "is given twice in one object, and JSON readers silently "
-                                   "keep one of the two", "Keep the one you mean.")
+                                   "keep one of the two", "Keep the one you mean.", "is given twice")
         if isinstance(item, dict):
             stack += [(_child(path, key), child) for key, child in reversed(item.items())]
         elif isinstance(item, list):
@@ -140,7 +141,7 @@ def _first_problem(value) -> StrictJSONError | None:
 
 
 def _too_deep() -> StrictJSONError:
-    return StrictJSONError("", "nests objects and lists too deeply for Python's JSON reader", _DEPTH_FIX)
+    return StrictJSONError("", "nests objects and lists too deeply for Python's JSON reader", _DEPTH_FIX, "is nested too deep")
 
 
 def raw_decode(text: str, pos: int = 0) -> tuple[object, int]:
@@ -210,7 +211,7 @@ def check_value(value, limit: int = MAX_DEPTH) -> None:
 def depth_error(path: str, limit: int = MAX_DEPTH) -> StrictJSONError:
     """The error for the object or list at `path` nested deeper than `limit` levels."""
     return StrictJSONError(path, f"is nested more than {limit} levels deep (objects and lists), deeper than the Arrow "
-                           "tables that hold the data can go", _DEPTH_FIX)
+                           "tables that hold the data can go", _DEPTH_FIX, "is nested too deep")
 
 
 __all__ = ["MAX_DEPTH", "StrictJSONError", "check_value", "deepest_field", "depth_error", "loads",

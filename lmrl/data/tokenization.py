@@ -10,10 +10,18 @@ Each message is tokenized on its own and the ids concatenated, so the action mas
   assistant turn gets a BOS (or EOS) first, so its first action has a state.
 The prompt used at decoding time (`encode_prompt`) goes through the same function, so a policy sees
 exactly the token sequences it was trained on.
+
+With `max_length`, the work is bounded by it, not by the row: a message longer than `text_budget`
+characters (at least 4 * max_length tokens' worth, and never under 65536) is cut to its last
+`text_budget` characters before it is tokenized, and the episode counts as truncated. The tokens where
+it was cut may differ from the whole message's, but they lie far before the last max_length tokens,
+which are the ones kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass
 
 from transformers.utils.chat_template_utils import render_jinja_template
@@ -167,18 +175,46 @@ def episode_segments(tokenizer, turns: list[Turn], add_generation_prompt: bool =
     return _plain_segments(tokenizer, turns)
 
 
+TEXT_BUDGET_FLOOR = 1 << 16
+_LONGEST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def longest_token_chars(tokenizer) -> int:
+    """How many characters one token of the vocabulary covers at most (its longest entry)."""
+    try:
+        return _LONGEST[tokenizer]
+    except (KeyError, TypeError):
+        longest = max(map(len, tokenizer.get_vocab()), default=1)
+        with contextlib.suppress(TypeError):  # a tokenizer that cannot be weakly referenced is measured each time
+            _LONGEST[tokenizer] = longest
+        return longest
+
+
+def text_budget(tokenizer, max_length: int) -> int:
+    """The characters of a message that an episode truncated to its last `max_length` tokens can need:
+    4 * max_length tokens' worth (no token covers more than `longest_token_chars`), at least 65536."""
+    return max(TEXT_BUDGET_FLOOR, 4 * max_length * longest_token_chars(tokenizer))
+
+
 def tokenize_episode(tokenizer, episode: Episode, max_length: int | None = None) -> TokenizedEpisode:
-    """Token ids, action mask (1 on action tokens) and rewards (on each action's last token)."""
+    """Token ids, action mask (1 on action tokens) and rewards (on each action's last token); with
+    `max_length`, the last max_length tokens (see the module docstring for messages that are cut)."""
     input_ids: list[int] = []
     action_mask: list[int] = []
     rewards: list[float] = []
-    for ids, is_action, reward in episode_segments(tokenizer, episode.turns):
+    turns, cut = episode.turns, False
+    if max_length is not None:
+        budget = text_budget(tokenizer, max_length)
+        if any(len(turn.content) > budget for turn in turns):
+            turns = [Turn(t.role, t.content[-budget:], t.reward) if len(t.content) > budget else t for t in turns]
+            cut = True
+    for ids, is_action, reward in episode_segments(tokenizer, turns):
         input_ids += ids
         action_mask += [int(is_action)] * len(ids)
         rewards += [0.0] * len(ids)
         if is_action and ids:
             rewards[-1] = reward
-    truncated = max_length is not None and len(input_ids) > max_length
+    truncated = cut or (max_length is not None and len(input_ids) > max_length)
     if truncated:  # keep the end of the episode: that is where its outcome is
         input_ids, action_mask, rewards = input_ids[-max_length:], action_mask[-max_length:], rewards[-max_length:]
     return TokenizedEpisode(input_ids, action_mask, rewards, episode.done, truncated)

