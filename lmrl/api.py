@@ -19,10 +19,32 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .data.outputs import atomic_output, check_outputs
 from .envs import EVAL_SEED
 from .recipes import ALGORITHMS, ScriptArguments, get_peft_config, parse_recipe, read_recipe, save_recipe
 
 Overrides = Mapping[str, object] | Sequence[str] | None
+
+
+def _local_paths(value) -> list[Path]:
+    """The local files and folders among a recipe's dataset value(s) (hub ids are left out)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [Path(v) for v in values if isinstance(v, (str, Path)) and Path(v).exists()]
+
+
+def _check_run_folder(recipe_path: str | Path, script: ScriptArguments, config) -> None:
+    """Training writes its files at the top of `output_dir`: nothing it reads may be there."""
+    from .data.outputs import same_file
+
+    output_dir = Path(config.output_dir)
+    inputs = [("the recipe", Path(recipe_path))]
+    inputs += [("dataset", p) for p in _local_paths(script.dataset)]
+    inputs += [("eval_dataset", p) for p in _local_paths(script.eval_dataset)]
+    for label, path in inputs:
+        if same_file(path, output_dir) or same_file(path.parent, output_dir):
+            raise ValueError(f"{label} ({path}) is in output_dir ({output_dir}), where training writes its model, "
+                             "checkpoints and recipe.yaml: it could be overwritten. Move it, or choose another "
+                             "output_dir.")
 
 
 def build_trainer(script: ScriptArguments, config):
@@ -94,6 +116,7 @@ def train(recipe_path: str | Path, overrides: Overrides = None) -> dict:
     """Train the recipe, save the model, its `train_summary.json` and the recipe to `output_dir`."""
     recipe = read_recipe(recipe_path, overrides)
     script, config = parse_recipe(recipe, str(recipe_path))
+    _check_run_folder(recipe_path, script, config)
     trainer = build_trainer(script, config)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model()
@@ -113,8 +136,7 @@ def make_data(task_name: str, episodes: int, out: str | Path, seed: int = 0, tas
     task = get_task(task_name)
     results = task.make_data(episodes, seed=seed, **(task_kwargs or {}))
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    with atomic_output(path) as partial, partial.open("w") as handle:
         for result in results:
             handle.write(json.dumps(result.as_row()) + "\n")
     mean, low, high = mean_ci([r.total_reward for r in results])
@@ -127,9 +149,9 @@ def write_user_side(dataset: str, out: str | Path) -> dict:
     from .data import load_episodes, user_side, validate_row
 
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs(inputs=_local_paths(dataset), outputs={"--out": path})
     rows = 0
-    with path.open("w") as handle:
+    with atomic_output(path) as partial, partial.open("w") as handle:
         for index, row in enumerate(load_episodes(dataset)):
             messages = validate_row(row, index).messages()
             handle.write(json.dumps({"messages": user_side(messages), "done": True}) + "\n")
@@ -144,6 +166,8 @@ def evaluate(recipe_path: str | Path, checkpoint: str | None = None, episodes: i
     from .evaluation import evaluate_checkpoint, format_score_line
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
+    report_path = Path(out_dir or checkpoint or config.output_dir, "eval.json")
+    check_outputs(inputs=[Path(recipe_path), *_local_paths(script.dataset)], outputs={"eval.json": report_path})
     report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, seed=seed, out_dir=out_dir)
     if config.process_index == 0:
         print(format_score_line(report))

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .data import is_unlabeled, load_episodes, validate_row
+from .data.outputs import atomic_output
 from .envs import EVAL_SEED, mean_ci, rollout, score_episodes
 from .generation import GeneratePolicy
 from .tasks import get_task
@@ -223,7 +224,8 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
     }
     if state.is_main_process:
         Path(out_dir or checkpoint).mkdir(parents=True, exist_ok=True)
-        Path(out_dir or checkpoint, "eval.json").write_text(json.dumps(report, indent=2))
+        with atomic_output(Path(out_dir or checkpoint, "eval.json")) as partial:
+            partial.write_text(json.dumps(report, indent=2))
     return report
 
 

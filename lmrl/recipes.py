@@ -93,7 +93,8 @@ class ScriptArguments:
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_dataset: str | None = field(default=None, metadata={"help": "Optional episodes to evaluate the loss on."})
-    task: str | None = field(default=None, metadata={"help": "Task to evaluate online in (lmrl eval), e.g. maze."})
+    task: str | None = field(default=None, metadata={"help": "Task to evaluate online in (lmrl eval): a name, e.g. maze, or a "
+                                                "reference to your own, package.module:TASK."})
     task_kwargs: dict | None = field(default=None, metadata={"help": "Task options, e.g. {layout: ring}."})
     proposal_model: str | None = field(
         default=None,
@@ -102,7 +103,7 @@ class ScriptArguments:
                   "defaults to model_name_or_path."},
     )
     rank_proposals: int | None = field(
-        default=None, metadata={"help": "Replies proposed per turn when ranking (default: CHAI's num_proposals, or 8)."}
+        default=None, metadata={"help": "Replies proposed per turn when ranking (default: the CHAI config's num_proposals)."}
     )
     steer_model: str | None = field(
         default=None,

@@ -211,10 +211,12 @@ class ProposeAndRank:
         ```
     """
 
-    def __init__(self, proposal_model, tokenizer, critic, k: int = 8, temperature: float = 0.0,
+    def __init__(self, proposal_model, tokenizer, critic, k: int, temperature: float = 0.0,
                  proposal_temperature: float = 1.0, max_new_tokens: int = 32, critic_tokenizer=None,
                  max_length: int | None = None, seed: int | None = 0,
                  features: Callable[[list[dict], str], list[float]] | None = None):
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"ProposeAndRank: k (replies proposed per turn) must be an integer >= 1, got {k!r}.")
         self.proposal_model = proposal_model.eval()
         self.tokenizer = tokenizer
         if isinstance(critic, CHAICritic):

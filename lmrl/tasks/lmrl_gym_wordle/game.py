@@ -41,8 +41,10 @@ def feedback(guess: str, answer: str) -> str:
 
 
 def show_guess(word: str) -> str:
-    """A guess as LMRL-Gym's histories write it: its letters spaced out, then a newline ("c r a n e\\n")."""
-    return " ".join(word) + "\n"
+    """A guess as LMRL-Gym's histories write it, its letters spaced out ("c r a n e"). Their guesses end
+    with a newline, the token their decoder stops at; an lmrl reply ends with the end-of-turn token
+    instead, so the newline is left out (`read_guess` accepts it)."""
+    return " ".join(word)
 
 
 def show_feedback(pattern: str) -> str:

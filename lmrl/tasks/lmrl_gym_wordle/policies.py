@@ -1,6 +1,6 @@
 """LMRL-Gym's scripted Wordle players, as lmrl policies (a batch of conversations in, one reply each out).
 
-Every player writes its guess as LMRL-Gym's data does ("c r a n e\\n") and reads the game's state from
+Every player writes its guess as LMRL-Gym's data does, spelled out ("c r a n e"), and reads the game's state from
 the conversation alone. `seed` makes a player's random choices repeatable.
 
 - `RandomMixturePolicy(prob_smart)`: each guess is, with probability `prob_smart`, a random word that is
@@ -22,7 +22,7 @@ import random
 
 import numpy as np
 
-from .game import ALPHABET, LETTERS, candidates, feedback, parse_history, pattern_table, show_guess, word_list
+from .game import ALPHABET, GUESSES, LETTERS, candidates, feedback, parse_history, pattern_table, show_guess, word_list
 
 # LMRL-Gym's curated first words; several are not in the 431-word list, so the game rejects them.
 START_WORDS = ("opera", "tears", "soare", "roate", "raise", "arose", "earls", "laser", "reals", "aloes", "reais",
@@ -49,7 +49,7 @@ class RandomMixturePolicy(ScriptedPolicy):
     Example:
         ```python
         >>> RandomMixturePolicy(0.33, seed=0)([[{"role": "user", "content": "Wordle:\\n"}]])
-        ['s e v e n\\n']
+        ['s k i l l']
         ```
     """
 
@@ -84,7 +84,7 @@ class OptimalPolicy(ScriptedPolicy):
     Example:
         ```python
         >>> OptimalPolicy(seed=0)([[{"role": "user", "content": "Wordle:\\n"}]])
-        ['s l a t e\\n']
+        ['s l a t e']
         ```
     """
 
@@ -154,3 +154,33 @@ class MixturePolicy(ScriptedPolicy):
 
     def choose(self, conversation: list[dict]) -> str:
         return (self.policy1 if self.rng.random() < self.prob1 else self.policy2).choose(conversation)
+
+
+def optimal_returns(secrets: tuple[str, ...] | None = None) -> float:
+    """The exact mean return of `OptimalPolicy` (no start word) over `secrets` (default: every word),
+    averaged over its random tie-breaks as well: what its rollouts on the enumerated answers tend to."""
+    words = word_list()
+    table = pattern_table()
+    memo: dict[tuple[bytes, int], np.ndarray] = {}
+
+    def returns(alive: np.ndarray, turn: int) -> np.ndarray:  # the expected return of each secret in alive
+        key = (alive.tobytes(), turn)
+        if key not in memo:
+            gains = information_gains(alive)
+            best = alive[gains >= gains.max() - 1e-12]
+            total = np.zeros(len(alive))
+            for guess in best:
+                codes = table[guess, alive]
+                for code in np.unique(codes):
+                    members = codes == code
+                    if alive[members].tolist() == [guess]:
+                        continue  # solved: 0
+                    later = returns(alive[members], turn + 1) if turn + 1 < GUESSES else 0.0
+                    total[members] += -1.0 + later
+            memo[key] = total / len(best)
+        return memo[key]
+
+    every = returns(np.arange(len(words)), 0)
+    index = {w: i for i, w in enumerate(words)}
+    chosen = words if secrets is None else secrets
+    return float(np.mean([every[index[w]] for w in chosen]))
