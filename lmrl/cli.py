@@ -22,7 +22,7 @@ import json
 import sys
 
 from .envs import EVAL_SEED
-from .recipes import add_recipe_arguments
+from .recipes import add_recipe_arguments, recipe_fields
 
 
 def _key_values(pairs: list[str]) -> dict:
@@ -81,17 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
                           "free chat); each finished episode becomes a training row.")
     play_parser.add_argument("agent", metavar="CHECKPOINT_OR_RECIPE",
                              help="A trained model's folder (its recipe.yaml gives the task and decoding) or a recipe.")
-    play_parser.add_argument("--checkpoint", default=None, help="With a recipe: the model (default: its output_dir).")
-    play_parser.add_argument("--out", default=None,
-                             help="The JSONL file of played episodes (default: runs/played/TASK.jsonl).")
-    play_parser.add_argument("--resume", action="store_true", help="Add episodes to an existing --out file.")
-    play_parser.add_argument("--episodes", type=int, default=1)
-    play_parser.add_argument("--seed", type=int, default=PLAY_SEED,
-                             help=f"First episode's seed (listings, trips); away from lmrl eval's {EVAL_SEED} on.")
-    play_parser.add_argument("--web", action="store_true", help="Play in the browser (Gradio; pip install 'lmrl[web]').")
-    play_parser.add_argument("--host", default="127.0.0.1",
-                             help="With --web: the address to serve on (default: loopback, this machine only).")
-    play_parser.add_argument("--port", type=int, default=None, help="With --web: the port (default: Gradio's).")
+    play_parser.usage = ("lmrl play CHECKPOINT_OR_RECIPE [play options] [--web [web page options]] "
+                         "[--FIELD VALUE ...]\n(the recipe fields below replace the recipe's values)")
+    play_options = play_parser.add_argument_group("play options")
+    play_options.add_argument("--checkpoint", default=None, help="With a recipe: the model (default: its output_dir).")
+    play_options.add_argument("--out", default=None, help="The JSONL file of played episodes (default: "
+                              "runs/played/TASK.jsonl); never the recipe, the model's folder or its data.")
+    play_options.add_argument("--resume", action="store_true", help="Add episodes to an existing --out file.")
+    play_options.add_argument("--episodes", type=int, default=1, help="In the terminal: episodes to play (default 1).")
+    play_options.add_argument("--seed", type=int, default=PLAY_SEED,
+                              help=f"First episode's seed (listings, trips); away from lmrl eval's {EVAL_SEED} on.")
+    play_options.add_argument("--web", action="store_true", help="Play in the browser (Gradio; pip install 'lmrl[web]').")
+    web_options = play_parser.add_argument_group("web page options (with --web)")
+    web_options.add_argument("--host", default=None, help="The address to serve on (default: 127.0.0.1, this machine "
+                             "only). Any other needs --auth or --no-auth-on-network.")
+    web_options.add_argument("--port", type=int, default=None, help="The port (default: Gradio's, 7860 or the next free).")
+    web_options.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                             help="People log in with this name and password before they play. USER alone asks for "
+                             "the password here, keeping it out of the shell's history.")
+    web_options.add_argument("--no-auth-on-network", action="store_true",
+                             help="Serve a --host other than this machine without a login, on purpose: anyone who "
+                             "reaches the page can write training rows.")
+    web_options.add_argument("--api", action="store_true",
+                             help="List the page's events in Gradio's API page (off by default).")
     add_recipe_arguments(play_parser, skip=("seed",))
 
     compare_parser = command("compare", "Table and bar chart of several evaluated runs.")
@@ -164,14 +176,23 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args.recipe, args.checkpoint, args.episodes, _overrides(args, own), args.out, args.seed)
         elif args.command == "play":
             from .play import load_player, play_terminal
+            from .play_web import check_serving, parse_auth
 
-            own = {"command", "agent", "checkpoint", "out", "resume", "episodes", "seed", "web", "host", "port"}
-            player = load_player(args.agent, args.checkpoint, _overrides(args, own))
+            web_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "auth", "no_auth_on_network", "api")
+                        if getattr(args, name) not in (None, False)]
+            if web_only and not args.web:
+                raise ValueError(f"{', '.join(web_only)}: only for the web page; add --web.")
+            host, auth = args.host or "127.0.0.1", parse_auth(args.auth) if args.auth else None
+            if args.web:  # before the model loads
+                check_serving(host, auth, args.no_auth_on_network)
+            overrides = {name: value for name, value in vars(args).items() if name in recipe_fields() and name != "seed"}
+            player = load_player(args.agent, args.checkpoint, overrides)
             out = args.out or f"runs/played/{player.task.name if player.task else 'chat'}.jsonl"
             if args.web:
                 from .play_web import play_web
 
-                return play_web(player, out, args.seed, args.resume, args.host, args.port)
+                return play_web(player, out, args.seed, args.resume, host, args.port, auth, args.no_auth_on_network,
+                                args.api)
             return play_terminal(player, out, args.episodes, args.seed, args.resume)
         elif args.command == "user-side":
             from .api import write_user_side

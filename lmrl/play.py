@@ -5,7 +5,8 @@ negotiation's buyer, the flight booking's customer, or a free chat when the mode
 agent answers with the policy `lmrl eval` decodes with ([`lmrl.evaluation.build_policy`]). Each
 finished episode becomes one row of the training schema (docs/design.md, section 1: Data), scored by
 the task's rules, with the person's rating, appended to a JSONL file by rewriting it whole into a temp
-file and renaming it over the old one, so a crash or Ctrl-C at any point leaves it valid.
+file and renaming it over the old one, so a crash or Ctrl-C at any point leaves it valid. That file is
+never one that play reads (the recipe, the model's folder, its data).
 
     lmrl play runs/negotiation/chai --out runs/played/negotiation.jsonl
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ from .envs.human import FreeChat, HumanSide, UnreadableLine
 
 PLAY_SEED = 50_000  # away from the evaluation buyers and customers (lmrl eval starts at 10000)
 HELP = "Type /end to end the episode here, /quit (or Ctrl-C) to stop without saving it."
+COMMAND = re.compile(r"/\w+")  # a line that is one word after a slash: a command, never sent to the agent
 
 
 class PlaySession:
     """One episode between the agent (`policy`) and a person (`side`), turn by turn: the terminal and
-    the web page both drive it, so they write the same rows.
+    the web page both drive it, so they write the same rows. The person's lines go to the agent,
+    except the command `/end`, which ends the episode and is never part of the conversation.
 
     Example:
         ```python
@@ -48,22 +52,33 @@ class PlaySession:
         self.policy, self.side, self.task, self.max_turns, self.agent = policy, side, task, max_turns, agent
 
     def start(self, seed: int) -> str:
-        """A new episode; returns the person's briefing."""
+        """A new episode; returns the person's briefing (with the rules: what ends it, how it is scored)."""
         self.seed = seed
         briefing = self.side.reset(seed)
+        if self.max_turns is not None:
+            briefing += f"\nThe agent has at most {self.max_turns} replies."
         self.messages = [{"role": "system", "content": self.side.system_prompt}] if self.side.system_prompt else []
         self.agent_turns = 0
         self.finished, self.done, self.summary = False, False, ""
+        self.closing_line = None  # the person's line that ended the episode ("deal", "bye"): not in the row
         return briefing
 
     def hear(self, text: str) -> str | None:
-        """The person's line; returns the agent's reply, or None when the line ended the episode.
-        Raises [`UnreadableLine`] (its message says what to write) when the task cannot read it."""
+        """The person's line; returns the agent's reply, or None when the line ended the episode (`/end`,
+        or the task's own end: accepting a price, walking away). Raises [`UnreadableLine`] (its message
+        says what to write) when the task cannot read the line, or it is a command other than `/end`."""
         if self.finished:
             raise RuntimeError("The episode is over; start() a new one.")
+        command = text.strip()
+        if COMMAND.fullmatch(command):
+            if command.lower() != "/end":
+                raise UnreadableLine(f"{command} is not a command here: type /end to end the episode.")
+            self.end()
+            return None
         reward, done, info = self.side.hear(text)
-        if done:
+        if done:  # the row ends on the agent's last reply, as generated episodes do
             self._add_reward(reward)
+            self.closing_line = command
             self._finish(True, info["summary"])
             return None
         self.messages.append({"role": "user", "content": text.strip()})
@@ -78,16 +93,19 @@ class PlaySession:
         if done:
             self._finish(True, info["summary"])
         elif self.max_turns is not None and self.agent_turns >= self.max_turns:
-            self._finish(False, f"No outcome after {self.agent_turns} agent turns: the episode is cut off "
-                         "(kept with done: false).")
+            self._finish(False, f"The agent replied {self.agent_turns} times without an outcome: the episode ends "
+                         "here, unfinished, and the agent gets no score.")
         return reply
 
     def end(self) -> None:
         """The person ends the episode here: finished for a free chat, cut off (done: false) in a task."""
-        if self.task is None:
+        if self.agent_turns == 0:
+            self._finish(False, "You ended the episode before the agent replied: there is nothing to save.")
+        elif self.task is None:
             self._finish(True, "Chat ended.")
         else:
-            self._finish(False, "You ended the episode before the task's end (kept with done: false).")
+            self._finish(False, "You ended the episode before its outcome: it is kept as unfinished, and the "
+                         "agent gets no score.")
 
     def row(self, rating: int | None = None) -> dict | None:
         """The finished episode as a training row, or None when the agent never replied."""
@@ -109,12 +127,16 @@ class PlaySession:
 
 @dataclass
 class Player:
-    """The agent and the task it plays: what `lmrl play` loads from a recipe or a checkpoint."""
+    """The agent and the task it plays: what `lmrl play` loads from a recipe or a checkpoint. `agent`
+    (the checkpoint and recipe paths) goes into each row; `name` (the model folder's name) is what
+    the web page shows; `inputs` are the files and folders play reads, which its log never overwrites."""
 
     policy: Callable
     task: object | None  # lmrl.tasks.Task, or None for a free chat
     task_kwargs: dict
     agent: str
+    name: str = ""
+    inputs: tuple[Path, ...] = ()
 
     def session(self) -> PlaySession:
         if self.task is None:
@@ -152,7 +174,20 @@ def load_player(target: str | Path, checkpoint: str | Path | None = None, overri
         raise ValueError(f"Task {script.task!r} has no side for a person to play; lmrl play knows "
                          f"{', '.join(playable)}, and free chats with models that have no task.")
     policy = build_policy(script, config, checkpoint, task, PartialState(cpu=config.use_cpu).device)
-    return Player(policy, task, dict(script.task_kwargs or {}), f"{checkpoint} ({recipe})")
+    return Player(policy, task, dict(script.task_kwargs or {}), f"{checkpoint} ({recipe})",
+                  checkpoint.resolve().name, _inputs(recipe, checkpoint, script, config))
+
+
+def _inputs(recipe: Path, checkpoint: Path, *settings) -> tuple[Path, ...]:
+    """The recipe, the checkpoint and every local path the recipe names (data, models, tokenizer)."""
+    from .recipes import PATH_FIELDS
+
+    paths = [recipe, checkpoint]
+    for name in PATH_FIELDS:
+        for holder in settings:
+            value = getattr(holder, name, None)
+            paths += [Path(v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    return tuple(path for path in paths if path.exists())
 
 
 def _free_chat(folder: Path, overrides: dict | None) -> Player:
@@ -171,7 +206,8 @@ def _free_chat(folder: Path, overrides: dict | None) -> Player:
                          "it ranks: lmrl play RECIPE.yaml --checkpoint FOLDER.")
     algorithm = "ilql" if model_type == "lmrl_ilql" else "bc"
     model, tokenizer = load_policy_model(folder, algorithm, "cuda" if torch.cuda.is_available() else "cpu")
-    return Player(GeneratePolicy(model, tokenizer, max_new_tokens=FREE_CHAT_TOKENS), None, {}, str(folder))
+    return Player(GeneratePolicy(model, tokenizer, max_new_tokens=FREE_CHAT_TOKENS), None, {}, str(folder),
+                  folder.resolve().name, (folder,))
 
 
 def read_log(path: str | Path) -> int:
@@ -190,8 +226,23 @@ def read_log(path: str | Path) -> int:
     return count
 
 
-def open_log(path: str | Path, resume: bool) -> int:
-    """Check the output file before playing: the number of episodes it holds (0 for a new file)."""
+def check_out(path: str | Path, inputs: tuple[Path, ...] | list[Path] = ()) -> None:
+    """Refuse an output file that is one of play's inputs (`Player.inputs`: the recipe, a dataset) or
+    lies inside one of their folders (the checkpoint's), once links and relative paths are resolved."""
+    target = Path(path).resolve()
+    for source in inputs:
+        resolved = Path(source).resolve()
+        same = target == resolved or (target.exists() and resolved.exists() and os.path.samefile(target, resolved))
+        if same or (resolved.is_dir() and resolved in target.parents):
+            raise ValueError(f"--out {path} {'is' if same else 'is inside'} {source}, which this play reads (the "
+                             "recipe, the model or its data): the played episodes would write over it. Choose "
+                             "another --out, e.g. runs/played/TASK.jsonl.")
+
+
+def open_log(path: str | Path, resume: bool, inputs: tuple[Path, ...] | list[Path] = ()) -> int:
+    """Check the output file before playing: the number of episodes it holds (0 for a new file). It
+    must not be one of `inputs` ([`check_out`])."""
+    check_out(path, inputs)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; --out names the JSONL file the episodes go to.")
@@ -242,7 +293,7 @@ def play_terminal(player: Player, out: str | Path, episodes: int = 1, seed: int 
                   read: Callable[[str], str] = input, write: Callable[[str], None] = print) -> int:
     """Play `episodes` episodes in the terminal, appending each finished one to `out`; returns the exit
     code (130 when stopped early: Ctrl-C, /quit or the end of the input)."""
-    saved = first = open_log(out, resume)
+    saved = first = open_log(out, resume, player.inputs)
     write(f"Playing {player.agent}. Finished episodes go to {out} ({saved} there already). {HELP}")
     try:
         for k in range(episodes):
@@ -250,8 +301,7 @@ def play_terminal(player: Player, out: str | Path, episodes: int = 1, seed: int 
             write("\n" + session.start(seed + first + k))  # a resumed file goes on with new episodes
             _play_episode(session, read, write)
             write(session.summary)
-            if session.agent_turns == 0:
-                write("Nothing to save: the agent never replied.")
+            if session.agent_turns == 0:  # the summary says there is nothing to save
                 continue
             try:
                 rating, stop = ask_rating(read, write), False
@@ -273,12 +323,8 @@ def _play_episode(session: PlaySession, read: Callable[[str], str], write: Calla
     """The person's lines until the episode ends; /quit, Ctrl-C and the end of the input raise."""
     while not session.finished:
         line = read("you> ")
-        command = line.strip().lower()
-        if command == "/quit":
+        if line.strip().lower() == "/quit":
             raise KeyboardInterrupt
-        if command == "/end":
-            session.end()
-            return
         try:
             reply = session.hear(line)
         except UnreadableLine as err:

@@ -93,6 +93,16 @@ def test_a_checkpoint_whose_weights_lack_one_head_tensor_is_refused_even_when_it
         AutoModelForCausalLMWithILQLHeads.from_pretrained(folder)
 
 
+def test_an_ilql_config_beside_weights_without_heads_is_refused(tokenizer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved_ilql(tokenizer, tmp_path / "ckpt")
+    trunk = {k: v for k, v in load_file(folder / "model.safetensors").items() if k.startswith("pretrained_model.")}
+    save_file(trunk, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"The weights hold no heads at all.*write the causal LM's own config"):
+        AutoModelForCausalLMWithILQLHeads.from_pretrained(folder)
+
+
 def test_a_plain_causal_lm_still_gets_fresh_heads(tokenizer, tmp_path):
     tiny_causal_lm(tokenizer, hidden_size=32).save_pretrained(tmp_path)
     model = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path)

@@ -85,8 +85,9 @@ def test_make_data_on_the_command_line_refuses_a_misspelt_option(tmp_path, capsy
 
 # ---------------------------------------------------------------- the registry
 def test_an_unknown_task_lists_the_known_ones_and_how_to_add_one():
-    with pytest.raises(ValueError, match="Unknown task 'mze'; available: flight_booking, maze, negotiation, "
-                                         "wordle \\(did you mean 'maze'\\?\\).*register_task"):
+    with pytest.raises(ValueError, match="Unknown task 'mze'; available: flight_booking, lmrl_gym_maze, "
+                                         "lmrl_gym_wordle, maze, negotiation, wordle \\(did you mean 'maze'\\?\\)"
+                                         ".*register_task"):
         get_task("mze")
 
 
@@ -108,7 +109,8 @@ def test_tasks_installed_packages_publish_are_read_from_the_entry_point_group(mo
                                 importlib.metadata.EntryPoint("text", f"{__name__}:__doc__", "lmrl.tasks")]}
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: published.get(group, []))
     assert get_task("coin") is COIN
-    assert task_names() == ["coin", "dice", "flight_booking", "maze", "negotiation", "text", "wordle"]
+    assert task_names() == ["coin", "dice", "flight_booking", "lmrl_gym_maze", "lmrl_gym_wordle", "maze",
+                            "negotiation", "text", "wordle"]
     with pytest.raises(ValueError, match="Entry point 'dice' .* gives the task named 'coin'; .* same name"):
         get_task("dice")
     with pytest.raises(ValueError, match="Entry point 'text' .* is a str, not an lmrl.tasks.Task"):

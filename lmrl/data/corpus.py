@@ -92,10 +92,13 @@ class _Gunzip(gzip.GzipFile):
         try:
             data = read(*args)
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-            problem = ("ends before its gzip data does: the file is truncated" if isinstance(error, EOFError)
-                       else f"is not valid gzip data ({error})")
-            raise ValueError(f"{self.path} {problem}, after line {self.lines_read} of the text inside. Download it "
-                             "again, or pass the uncompressed file.") from None
+            read = f" (the text inside was read up to line {self.lines_read})" if self.lines_read else ""
+            if isinstance(error, gzip.BadGzipFile) and not self.lines_read:
+                raise ValueError(f"{self.path} is not gzip data although its name ends in .gz ({error}). Rename it "
+                                 "without .gz if it is plain text, or download it again.") from None
+            problem = "ends before its gzip data does: the file is truncated" if isinstance(error, EOFError) else (
+                f"holds damaged gzip data ({error})")
+            raise ValueError(f"{self.path} {problem}{read}. Download it again, or pass the uncompressed file.") from None
         if count:
             self.lines_read += data.count(b"\n")
         return data
@@ -163,7 +166,7 @@ def json_array_items(path: str | Path, items: str = "records", chunk_size: int =
                     try:
                         value, text = buffer.decode(max_item_chars)
                     except StrictJSONError as error:
-                        raise ValueError(f"{path}: {items.rstrip('s')} {index} (line {line}): {error}") from None
+                        raise ValueError(f"{path}: line {line} ({items.rstrip('s')} {index}): {error}") from None
                     yield index, line, value, text
                     index += 1
                     separator = buffer.next_char()
@@ -400,7 +403,7 @@ def convert_records(load_corpus: Callable[..., Iterator[dict]], source: str | Pa
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
-    rejected_path = Path(rejected or default_rejected_path(out)) if on_error == "skip" else None
+    rejected_path = (rejected or default_rejected_path(out)) if on_error == "skip" else None
     outputs = {"--out": out, "--rejected": rejected_path}
     check_outputs(inputs={"the corpus file": source}, outputs=outputs)
     rejections = None
@@ -418,8 +421,7 @@ def convert_records(load_corpus: Callable[..., Iterator[dict]], source: str | Pa
             finally:
                 if rejections is not None:
                     rejections.close()
-            check_outputs(inputs={"the corpus file": source, **{f"{path}, which the conversion read": path
-                                                                for path in sorted(read)}}, outputs=outputs)
+            check_outputs(inputs=[source, *sorted(read)], outputs=outputs)  # every file the loader opened
     except CorpusError as error:
         raise CorpusError(f"{error} {SKIP_HINT}", path=error.path, where=error.where, field=error.field,
                           reason=error.reason, record=error.record) from None

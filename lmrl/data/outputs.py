@@ -20,10 +20,10 @@ PathLike = str | os.PathLike
 Paths = Mapping[str, PathLike | None] | Iterable[PathLike | None]
 
 
-def _named(paths: Paths) -> list[tuple[str, Path]]:
-    """(label, path) of each path given; a plain list labels each path with itself."""
+def _named(paths: Paths) -> list[tuple[str, str]]:
+    """(label, path as given) of each path; a plain list labels each path with itself."""
     items = paths.items() if isinstance(paths, Mapping) else ((None, path) for path in paths)
-    return [(label or str(path), Path(path)) for label, path in items if path is not None]
+    return [(label or os.fspath(path), os.fspath(path)) for label, path in items if path is not None]
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -46,15 +46,14 @@ def check_outputs(inputs: Paths = (), outputs: Paths = ()) -> None:
         >>> check_outputs(inputs=["rows.jsonl"], outputs={"--out": "./rows.jsonl"})
         Traceback (most recent call last):
         ...
-        ValueError: --out (./rows.jsonl) is rows.jsonl, which this command reads: writing it would destroy its input. Pass another path for --out.
+        ValueError: --out (./rows.jsonl) is also an input of this command, rows.jsonl: writing it would destroy that input. Pass another path for --out.
     """
     read, written = _named(inputs), _named(outputs)
     for label, path in written:
         for source_label, source in read:
             if same_file(path, source):
-                what = source_label if source_label == str(source) else f"{source_label} ({source})"
-                raise ValueError(f"{_show(label, path)} is {what}, which this command reads: writing it would "
-                                 f"destroy its input. Pass another path for {label}.")
+                raise ValueError(f"{_show(label, path)} is also an input of this command, {_show(source_label, source)}: "
+                                 f"writing it would destroy that input. Pass another path for {label}.")
     for i, (label, path) in enumerate(written):
         for other_label, other in written[i + 1:]:
             if same_file(path, other):
@@ -62,8 +61,8 @@ def check_outputs(inputs: Paths = (), outputs: Paths = ()) -> None:
                                  f"output would overwrite the other. Pass different paths.")
 
 
-def _show(label: str, path: Path) -> str:
-    return label if label == str(path) else f"{label} ({path})"
+def _show(label: str, path: str) -> str:
+    return label if label == path else f"{label} ({path})"
 
 
 def partial_path(path: PathLike) -> Path:

@@ -20,8 +20,9 @@ class UnreadableLine(ValueError):
 class HumanSide(Protocol):
     """The side of a dialogue a person plays; the agent plays the other one.
 
-    `reset(seed)` draws the episode and returns the briefing shown to the person (their role, what
-    they know: the listing, the trip they want); `system_prompt` is then the agent's context.
+    `reset(seed)` draws the episode and returns the briefing shown to the person: their role, what
+    they know (the listing, the trip they want) and the rules in plain words (what ends the episode,
+    how the agent is scored); `system_prompt` is then the agent's context.
     `hear(text)` reads the person's line and returns `(reward, done, info)`: a line can end the
     episode (accepting a price, walking away), and its reward is the agent's, added to the agent's
     last reply. A line the task cannot read raises [`UnreadableLine`]. `step(reply)` scores the
@@ -52,13 +53,13 @@ def require_text(text: str) -> str:
 
 class FreeChat:
     """A free chat with a model that has no task: nothing is scored, and the person ends the
-    episode (`lmrl play` reads `/end`).
+    episode ([`lmrl.play.PlaySession`] reads `/end`; it never reaches the model).
 
     Example:
         ```python
         >>> chat = FreeChat()
         >>> chat.reset(0)
-        'Free chat: the model has no task, so nothing is scored. Type /end to finish the episode.'
+        'Free chat: the model has no task, so nothing is scored. Type /end when you are done.'
         >>> chat.hear("Hello!")
         (0.0, False, {})
         ```
@@ -67,7 +68,7 @@ class FreeChat:
     system_prompt = ""
 
     def reset(self, seed: int | None = None) -> str:
-        return "Free chat: the model has no task, so nothing is scored. Type /end to finish the episode."
+        return "Free chat: the model has no task, so nothing is scored. Type /end when you are done."
 
     def hear(self, text: str) -> tuple[float, bool, dict[str, Any]]:
         require_text(text)

@@ -457,7 +457,10 @@ def _check_saved_heads(source, config: ILQLHeadsConfig, info: dict, ignore_misma
     shapes = saved_shapes(source) if os.path.isdir(source) else None
     held = _head_structure(shapes) if shapes is not None else {}
     differ = {key: value for key, value in held.items() if getattr(config, key) != value}
-    if differ:
+    if shapes is not None and not any(is_head(key) for key in shapes):
+        cause = (f"The weights hold no heads at all, a plain causal LM's beside the ILQL-heads {config_file}: to "
+                 "start fresh heads, write the causal LM's own config (its text_config) there")
+    elif differ:
         says = ", ".join(f"{key}={getattr(config, key)!r}" for key in differ)
         holds = ", ".join(f"{key}={value!r}" for key, value in differ.items())
         cause = f"{config_file} says {says}, but the weights hold {holds}: write {holds} there"
@@ -476,8 +479,6 @@ def _check_saved_heads(source, config: ILQLHeadsConfig, info: dict, ignore_misma
 def _head_structure(shapes: dict[str, list[int]]) -> dict:
     """The head settings that saved head weights hold (for the fields whose weights are there)."""
     q_heads = {key.split(".")[1] for key in shapes if key.startswith("q_heads.")}
-    if not q_heads and "v_head.mlp.0.weight" not in shapes:
-        return {"num_q_heads": 0}  # no head weights at all (a plain causal LM's)
     held = {"num_q_heads": len(q_heads), "target_heads": any(key.startswith("target_q_heads.") for key in shapes)}
     if q_heads:
         held["head_type"] = "tied" if f"q_heads.{min(q_heads)}.bias" in shapes else "untied"

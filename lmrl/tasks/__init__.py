@@ -1,5 +1,6 @@
 """Tasks: what lmrl needs to know about a task ([`Task`]), the registry that finds one by name, and the
-tasks shipped with lmrl (maze, wordle, negotiation, flight_booking).
+tasks shipped with lmrl: LMRL-Gym's maze and Wordle ported exactly (lmrl_gym_maze, lmrl_gym_wordle), and
+lmrl's own diagnostic tasks (maze, wordle, negotiation, flight_booking).
 
 A task of your own plugs in without editing lmrl, in one of three ways:
 - `register_task(MY_TASK)`, in the process that uses it (a script, a notebook);
@@ -148,7 +149,8 @@ def _no_such_option(what: str, unknown: list[str], options: Iterable[str]) -> st
 
 
 _BUILTIN = {"flight_booking": "lmrl.tasks.flight_booking", "maze": "lmrl.tasks.maze",
-            "negotiation": "lmrl.tasks.negotiation", "wordle": "lmrl.tasks.wordle"}
+            "negotiation": "lmrl.tasks.negotiation", "wordle": "lmrl.tasks.wordle",
+            "lmrl_gym_maze": "lmrl.tasks.lmrl_gym_maze", "lmrl_gym_wordle": "lmrl.tasks.lmrl_gym_wordle"}
 _REGISTERED: dict[str, Task] = {}
 
 

@@ -246,13 +246,15 @@ def settings_fingerprint(args) -> dict:
     return {name: json.loads(json.dumps(getattr(args, name), default=str)) for name in sorted(names)}
 
 
-def check_same_run(checkpoint: str | Path, fingerprint: dict) -> None:
-    """Raise a `ValueError` when `checkpoint` was written by a run with other data, another tokenizer or
-    other settings (its `lmrl_run.json` says); a checkpoint without one (another tool's) is only logged."""
+def check_same_run(checkpoint: str | Path, fingerprint: dict, settings: bool = True) -> None:
+    """Raise a `ValueError` when `checkpoint` was written by a run with another trainer, other data,
+    another tokenizer or (with `settings`) other settings, as its `lmrl_run.json` says; a checkpoint
+    without one (another tool's) is only logged."""
     path = Path(checkpoint, RUN_FINGERPRINT)
     if not path.is_file():
-        logger.warning("%s has no %s, so lmrl cannot check that it was written by this run.", checkpoint,
-                       RUN_FINGERPRINT)
+        if settings:  # said once, by the last check
+            logger.warning("%s has no %s, so lmrl cannot check that it was written by this run.", checkpoint,
+                           RUN_FINGERPRINT)
         return
     saved = json.loads(path.read_text())
     differ = []
@@ -261,9 +263,11 @@ def check_same_run(checkpoint: str | Path, fingerprint: dict) -> None:
     for key, what in (("data", "the training data"), ("tokenizer", "the tokenizer")):
         if saved.get(key) is not None and fingerprint[key] is not None and saved[key] != fingerprint[key]:
             differ.append(what)
-    settings = saved.get("settings", {})
-    differ += [f"{name} ({settings[name]!r} there, {value!r} here)" for name, value in fingerprint["settings"].items()
-               if name in settings and settings[name] != value]
+    if settings:
+        saved_settings = saved.get("settings", {})
+        differ += [f"{name} ({saved_settings[name]!r} there, {value!r} here)"
+                   for name, value in fingerprint["settings"].items()
+                   if name in saved_settings and saved_settings[name] != value]
     if differ:
         raise ValueError(
             f"{checkpoint} was written by another run: {'; '.join(differ)} differ. Resume a run with the data, "
@@ -361,8 +365,10 @@ class SafeCheckpointMixin:
                     "or set overwrite_output_dir=true to replace it.")
             return super().train(resume_from_checkpoint=None, trial=trial, **kwargs)
         check_checkpoint(resume_from_checkpoint)
-        check_same_run(resume_from_checkpoint, self.run_fingerprint())
+        # other data or tokenizer first (they also change the shapes), then the model, then the settings
+        check_same_run(resume_from_checkpoint, self.run_fingerprint(), settings=False)
         check_matches_model(resume_from_checkpoint, self.model)
+        check_same_run(resume_from_checkpoint, self.run_fingerprint())
         logger.info("Resuming from %s.", resume_from_checkpoint)
         try:
             return super().train(resume_from_checkpoint=str(resume_from_checkpoint), trial=trial, **kwargs)

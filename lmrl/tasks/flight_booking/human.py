@@ -60,8 +60,9 @@ class HumanCustomer:
         self.action = None
         name = ", and your name when asked" if self.env.success_rule == "official" else ""
         return (f"You are the customer. {describe_trip(self.env.intent)}\nTell the agent what you want (e.g. "
-                f"\"{opener}\") and answer its questions{name}. The agent scores 1 when its final action is "
-                "right for your trip, 0 otherwise.")
+                f"\"{opener}\") and answer its questions{name}.\nThe episode ends when the agent takes its final "
+                "action (books, changes or cancels a flight, or says there is no flight or no reservation). It "
+                "scores 1 when that action is right for your trip, and 0 when it is wrong or never comes.")
 
     def hear(self, text: str) -> tuple[float, bool, dict]:
         require_text(text)

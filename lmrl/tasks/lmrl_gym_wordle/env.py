@@ -11,25 +11,25 @@ class LMRLGymWordleEnv:
     """Guess the secret word of LMRL-Gym's 431-word list in 6 tries.
 
     The first observation is `"Wordle:\\n"`. A reply is a word of the list, its letters spaced out or not
-    ("c r a n e", "crane"); the game answers one colour per letter ("b b y b g\\n", see
+    ("s l a t e", "slate"); the game answers one colour per letter ("b b y b g\\n", see
     [`feedback`]). Each guess costs -1 except the one that finds the secret, which gets 0 and ends the
     game; a reply that is not a word of the list gets `bad_word_reward` and an empty line, changes
-    nothing else and still uses up a try. The 6th try ends the game, so a return is -(guesses - 1)
-    when solved and -6 when not.
+    nothing else and still uses up a try. The 6th try ends the game, so (with the default
+    `bad_word_reward`) a return is -(guesses - 1) when solved and -6 when not.
 
     Secrets: `split="eval"` enumerates the answers (seed s plays `answers[s % len(answers)]`, so 431
-    consecutive seeds play each answer once); "train" and "validation" draw one at random from the seed, as LMRL-Gym
-    does. `held_out_answers=N` sets N answers apart for "validation" (then enumerated) that "train" and
-    "eval" never play.
+    consecutive seeds play each answer once); "train" and "validation" draw one at random from the
+    seed, as LMRL-Gym does. `held_out_answers=N` sets N answers apart for "validation" (then
+    enumerated) that "train" and "eval" never play.
 
     Example:
         ```python
         >>> env = LMRLGymWordleEnv("eval")
         >>> env.reset(seed=10_000)  # 10_000 % 431 = 87: the answer is "twirl"
         'Wordle:\\n'
-        >>> env.step("c r a n e")
-        ('b y b b b\\n', -1.0, False, {})
-        >>> env.step("crane!")
+        >>> env.step("s l a t e")
+        ('b y b y b\\n', -1.0, False, {})
+        >>> env.step("crane")  # not one of the 431 words
         ('\\n', -1.0, False, {'invalid': True})
         ```
     """

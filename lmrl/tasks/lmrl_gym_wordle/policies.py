@@ -1,7 +1,7 @@
 """LMRL-Gym's scripted Wordle players, as lmrl policies (a batch of conversations in, one reply each out).
 
-Every player writes its guess as LMRL-Gym's data does, spelled out ("c r a n e"), and reads the game's state from
-the conversation alone. `seed` makes a player's random choices repeatable.
+Every player writes its guess as LMRL-Gym's data does, spelled out ("c r a n e"), and reads the game's
+state from the conversation alone. `seed` makes a player's random choices repeatable.
 
 - `RandomMixturePolicy(prob_smart)`: each guess is, with probability `prob_smart`, a random word that is
   consistent with the feedback so far, otherwise a random word of the list. Their dataset's player
@@ -22,9 +22,19 @@ import random
 
 import numpy as np
 
-from .game import ALPHABET, GUESSES, LETTERS, candidates, feedback, parse_history, pattern_table, show_guess, word_list
+from .game import (
+    ALPHABET,
+    GUESSES,
+    LETTERS,
+    candidates,
+    feedback,
+    parse_history,
+    pattern_table,
+    show_guess,
+    word_list,
+)
 
-# LMRL-Gym's curated first words; several are not in the 431-word list, so the game rejects them.
+# LMRL-Gym's curated first words; 25 of the 28 are not in the 431-word list, so the game rejects them.
 START_WORDS = ("opera", "tears", "soare", "roate", "raise", "arose", "earls", "laser", "reals", "aloes", "reais",
                "slate", "sauce", "slice", "shale", "saute", "share", "sooty", "shine", "suite", "crane", "adieu",
                "audio", "stare", "roast", "ratio", "arise", "tales")
