@@ -122,6 +122,8 @@ def train(recipe_path: str | Path, overrides: Overrides = None) -> dict:
     trainer.save_model()
     summary = {"algorithm": script.algorithm, "output_dir": config.output_dir, **trainer.parameter_counts,
                **result.metrics}
+    if trainer.state.num_input_tokens_seen:  # counted when the config's include_num_input_tokens_seen is set
+        summary["train_tokens"] = int(trainer.state.num_input_tokens_seen)
     if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
         Path(config.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2))
         save_recipe(recipe, config.output_dir)  # lmrl play OUTPUT_DIR reads the task and decoding from it

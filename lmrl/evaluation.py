@@ -9,7 +9,7 @@ import torch
 
 from .data import is_unlabeled, load_episodes, validate_row
 from .data.outputs import atomic_output
-from .envs import EVAL_SEED, mean_ci, rollout, score_episodes
+from .envs import EVAL_SEED, format_normalized, mean_ci, rollout, score_episodes
 from .generation import GeneratePolicy
 from .tasks import get_task
 
@@ -182,46 +182,77 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
     return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning)
 
 
-def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = EVAL_SEED,
-                        progress: bool = True, out_dir: str | Path | None = None) -> dict:
-    """Roll out `episodes` evaluation episodes with the checkpoint's policy ([`build_policy`]). The
-    report goes to `out_dir/eval.json` (default: the checkpoint).
+def evaluate_policy(task, task_kwargs: dict | None, policy, seeds: list[int], dataset_returns: list[float],
+                    split: str = "eval", sampling_seed: int | None = None, state=None, progress: bool = True,
+                    desc: str = "Evaluating") -> dict:
+    """Roll out one episode of `task` per seed with any [`Policy`] (a trained model's, a reference's) and
+    score it on the anchors of the data whose returns are `dataset_returns`: the one rollout-and-score
+    path of `lmrl eval` and `lmrl benchmark`. `split` is the task's environment split ("eval": the
+    test starts; a task may have "validation"); `sampling_seed` seeds torch before the rollout, for
+    policies that sample. Under `torchrun`/`accelerate launch` (`state`, an accelerate `PartialState`),
+    each process rolls out its share of the seeds and the episodes are gathered, so the report is the
+    same as from one process.
 
-    Under `torchrun`/`accelerate launch`, each process rolls out its share of the episodes on its
-    own device; the episodes are gathered, so the report is the same as from one process."""
+    Example:
+        ```python
+        >>> report = evaluate_policy(get_task("maze"), {}, my_policy, list(range(EVAL_SEED, EVAL_SEED + 25)),
+        ...                          dataset_returns("runs/data/maze.jsonl"))
+        >>> report["normalized"], report["returns"][:3]
+        ```
+    """
     from accelerate import PartialState
     from accelerate.utils import gather_object
+
+    task_kwargs = dict(task_kwargs or {})
+    task.check_options(task_kwargs)
+    state = state or PartialState()
+    if sampling_seed is not None:
+        torch.manual_seed(sampling_seed)
+    with state.split_between_processes(list(seeds)) as mine:
+        results = rollout(lambda: task.make_env(split, **task_kwargs), policy, mine, task.max_turns,
+                          progress=progress and state.is_main_process, desc=desc)
+    if state.num_processes > 1:
+        results = sorted(gather_object(results), key=lambda result: result.seed)
+    data_return = mean_ci(dataset_returns)[0]
+    anchors = task.anchors(data_return, **task_kwargs)
+    return {
+        "task": task.name,
+        "task_kwargs": task_kwargs,
+        "split": split,
+        "dataset_return": data_return,
+        "processes": state.num_processes,
+        "first_seed": min(seeds) if seeds else None,
+        "seeds": [r.seed for r in results],
+        "sampling_seed": sampling_seed,
+        **score_episodes(results, anchors).as_dict(),
+        "anchors": {"minimum": anchors.minimum, "dataset": anchors.dataset, "best": anchors.best},
+        "returns": [r.total_reward for r in results],  # per episode, in seed order (for intervals over runs)
+        "successes": [bool(r.success) for r in results],
+        "examples": [r.messages for r in results[:3]],
+    }
+
+
+def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, seed: int = EVAL_SEED,
+                        progress: bool = True, out_dir: str | Path | None = None, split: str = "eval",
+                        options: dict | None = None, sampling_seed: int | None = None) -> dict:
+    """Roll out `episodes` evaluation episodes (seeds `seed`, `seed + 1`, ...) with the checkpoint's
+    policy ([`build_policy`]) through [`evaluate_policy`]. `options` are added to the recipe's
+    `task_kwargs` for this evaluation (e.g. a validation layout). The report goes to
+    `out_dir/eval.json` (default: the checkpoint)."""
+    from accelerate import PartialState
 
     if not script.task:
         raise ValueError("The recipe has no 'task' field, so there is no environment to evaluate in.")
     task = get_task(script.task)
-    task_kwargs = dict(script.task_kwargs or {})
+    task_kwargs = {**(script.task_kwargs or {}), **(options or {})}
     task.check_options(task_kwargs)  # a misspelt option: an error before the model is loaded
     returns = dataset_returns(script.dataset)
-    data_return = mean_ci(returns)[0]
     state = PartialState(cpu=config.use_cpu)  # the config's device choice (see LMRLConfig.use_cpu)
     policy = build_policy(script, config, checkpoint, task, state.device, returns)
-    with state.split_between_processes(list(range(seed, seed + episodes))) as seeds:
-        results = rollout(lambda: task.make_env("eval", **task_kwargs), policy, seeds, task.max_turns,
-                          progress=progress and state.is_main_process,
-                          desc=f"Evaluating {Path(out_dir or checkpoint).name}")
-    if state.num_processes > 1:
-        results = sorted(gather_object(results), key=lambda result: result.seed)
-    anchors = task.anchors(data_return, **task_kwargs)
-    score = score_episodes(results, anchors)
-    report = {
-        "run": Path(out_dir or checkpoint).name,
-        "algorithm": script.algorithm,
-        "task": script.task,
-        "task_kwargs": task_kwargs,
-        "dataset_return": data_return,
-        "processes": state.num_processes,
-        "first_seed": seed,
-        **score.as_dict(),
-        "anchors": {"minimum": anchors.minimum, "dataset": anchors.dataset, "best": anchors.best},
-        "returns": [r.total_reward for r in results],  # per episode, in seed order (for intervals over runs)
-        "examples": [r.messages for r in results[:3]],
-    }
+    score = evaluate_policy(task, task_kwargs, policy, list(range(seed, seed + episodes)), returns, split=split,
+                            sampling_seed=sampling_seed, state=state, progress=progress,
+                            desc=f"Evaluating {Path(out_dir or checkpoint).name}")
+    report = {"run": Path(out_dir or checkpoint).name, "algorithm": script.algorithm, **score}
     if state.is_main_process:
         Path(out_dir or checkpoint).mkdir(parents=True, exist_ok=True)
         with atomic_output(Path(out_dir or checkpoint, "eval.json")) as partial:
@@ -230,9 +261,10 @@ def evaluate_checkpoint(script, config, checkpoint: str | Path, episodes: int, s
 
 
 def format_score_line(report: dict) -> str:
+    """One run's score: the return with its 95% interval, success, the normalized score (its interval
+    only where it stays below 100, see [`lmrl.envs.score_episodes`]) and invalid actions."""
     return (f"{report['run']}: return {report['mean_return']:.2f} [{report['ci_low']:.2f}, {report['ci_high']:.2f}], "
-            f"success {report['success_rate']:.0%}, normalized {report['normalized']:.1f} "
-            f"[{report['normalized_low']:.1f}, {report['normalized_high']:.1f}], "
+            f"success {report['success_rate']:.0%}, normalized {format_normalized(report)}, "
             f"invalid actions {report['invalid_action_rate']:.0%}")
 
 
@@ -245,14 +277,14 @@ def compare_runs(run_dirs: list[str | Path], plot_path: str | Path | None = None
             raise ValueError(f"{path}: missing. Evaluate the run first: lmrl eval RECIPE --checkpoint {run}")
         reports.append(json.loads(path.read_text()))
     lines = [
-        "| run | algorithm | mean return [95% CI] | success | normalized [95% CI] | episodes |",
+        "| run | algorithm | mean return [95% CI] | success | normalized [95% CI where it stays below 100] "
+        "| episodes |",
         "|---|---|---|---|---|---|",
     ]
     for r in reports:
         lines.append(
             f"| {r['run']} | {r['algorithm']} | {r['mean_return']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
-            f"{r['success_rate']:.0%} | {r['normalized']:.1f} [{r['normalized_low']:.1f}, {r['normalized_high']:.1f}] | "
-            f"{r['episodes']} |"
+            f"{r['success_rate']:.0%} | {format_normalized(r)} | {r['episodes']} |"
         )
     if plot_path is not None:
         _bar_chart(reports, Path(plot_path))
@@ -267,8 +299,9 @@ def _bar_chart(reports: list[dict], path: Path) -> None:
 
     names = [r["run"] for r in reports]
     values = [r["normalized"] for r in reports]
-    errors = [[v - r["normalized_low"] for v, r in zip(values, reports)],
-              [r["normalized_high"] - v for v, r in zip(values, reports)]]
+    shown = [not r.get("normalized_note") for r in reports]  # no bar where the interval passes 100
+    errors = [[v - r["normalized_low"] if ok else 0.0 for v, r, ok in zip(values, reports, shown)],
+              [r["normalized_high"] - v if ok else 0.0 for v, r, ok in zip(values, reports, shown)]]
     fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
     ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="dataset average (50)")

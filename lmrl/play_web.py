@@ -109,11 +109,10 @@ def build_app(player: Player, out: str | Path, seed: int = PLAY_SEED, resume: bo
     writing = threading.Lock()  # tabs run in threads; one writer at a time
     visibility = "public" if api else "private"
     name = player.name or player.agent
-    what = ("Chat with the model" if player.task is None else
-            "Play the other side of the agent's task")
+    heading = f"Chat with {name}" if player.task is None else f"Play against {name}"
 
     def briefing_text(text: str) -> str:
-        return "\n\n".join(line for line in text.splitlines() if line.strip())
+        return "### Your part\n\n" + "\n\n".join(line for line in text.splitlines() if line.strip())
 
     def write_row(tab: Tab, rating) -> int:
         row = tab.session.row(int(rating) if rating else None)
@@ -192,11 +191,13 @@ def build_app(player: Player, out: str | Path, seed: int = PLAY_SEED, resume: bo
         return start("The last episode was not saved. A new episode has started.")
 
     with gr.Blocks(title=f"lmrl play: {name}", analytics_enabled=analytics_enabled()) as app:
-        gr.Markdown(f"## {what}: {name}\nEach episode you save becomes a training row for the agent, with your "
+        gr.Markdown(f"## {heading}\nEach episode you save becomes a training row for the agent, with your "
                     "rating if you give one.", elem_id="header")
         state = gr.State()
         briefing = gr.Markdown(elem_id="briefing")
-        chat = gr.Chatbot(elem_id="chat", label="Conversation", render_markdown=False, buttons=["copy", "copy_all"])
+        chat = gr.Chatbot(elem_id="chat", label="Conversation", render_markdown=False, buttons=["copy", "copy_all"],
+                          group_consecutive_messages=False,  # the outcome in a bubble of its own
+                          placeholder="The conversation appears here: write your first line below.")
         line = gr.Textbox(elem_id="line", label="Your line", placeholder="Write to the agent, then press Send")
         with gr.Row():
             send_button = gr.Button("Send", elem_id="send", variant="primary")

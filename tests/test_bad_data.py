@@ -242,10 +242,11 @@ def test_convert_refuses_an_out_path_that_is_the_kb_file_it_reads(tmp_path, caps
     data, kb = airdialogue_pair(tmp_path)
     before = kb.read_bytes()
     assert main(["convert", "flight_booking", str(data), "--out", str(kb)]) == 2
-    assert f"--out ({kb}) is also an input of this command" in capsys.readouterr().err
+    assert f"--out ({kb}) is {kb}, which this command reads: writing it would destroy its input" in (
+        capsys.readouterr().err)
     assert kb.read_bytes() == before
     os.symlink(kb, tmp_path / "link.jsonl")  # the same file under another name
-    with pytest.raises(ValueError, match="is also an input of this command"):
+    with pytest.raises(ValueError, match="link.jsonl.* which this command reads"):
         convert_corpus("flight_booking", data, tmp_path / "link.jsonl")
     assert kb.read_bytes() == before and (tmp_path / "link.jsonl").is_symlink()
 
@@ -255,7 +256,7 @@ def test_convert_refuses_a_rejected_path_that_is_the_corpus_or_the_out_file(tmp_
     before = data.read_bytes()
     assert main(["convert", "flight_booking", str(data), "--out", str(tmp_path / "rows.jsonl"), "--on-error", "skip",
                  "--rejected", str(data)]) == 2
-    assert f"--rejected ({data}) is also an input of this command" in capsys.readouterr().err
+    assert f"--rejected ({data}) is the corpus file ({data}), which this command reads" in capsys.readouterr().err
     assert data.read_bytes() == before
     monkeypatch.chdir(tmp_path)
     assert main(["convert", "flight_booking", str(data), "--out", "rows.jsonl", "--on-error", "skip",
@@ -316,7 +317,7 @@ def test_check_outputs_sees_one_file_under_every_name(tmp_path):
     source.write_text("{}\n")
     os.link(source, tmp_path / "hard.jsonl")
     for name in ("rows.jsonl", "./rows.jsonl", "sub/../rows.jsonl", "hard.jsonl"):
-        with pytest.raises(ValueError, match=f"--out \\({tmp_path / name}\\) is also an input of this command"):
+        with pytest.raises(ValueError, match=f"--out \\({tmp_path / name}\\) is {source}, which this command reads"):
             check_outputs(inputs=[source], outputs={"--out": tmp_path / name})
     check_outputs(inputs=[source, None], outputs={"--out": tmp_path / "new.jsonl", "--rejected": None})
     with pytest.raises(ValueError, match="new.jsonl\\) and --b .* are the same file"):

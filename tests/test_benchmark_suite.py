@@ -1,62 +1,63 @@
-"""`lmrl benchmark`: a suite of task x algorithm x seed runs, resumed when interrupted, summarized with
-intervals over seeds and episodes (the quick suite, in seconds)."""
+"""`lmrl benchmark`: a suite of task x algorithm x seed runs, resumed when interrupted, evaluated on test
+or validation episodes, summarized with intervals over seeds (the quick suite, in seconds)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from lmrl.benchmark import bootstrap_normalized, read_suite
+from lmrl.benchmark import derived_seeds, read_suite
 from lmrl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "benchmarks" / "suites" / "quick.yaml"
 
 
-def test_the_quick_suite_runs_resumes_and_prints_one_table(tmp_path, monkeypatch, capsys):
+def test_the_quick_suite_runs_resumes_and_prints_one_table_per_split(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "bench"
     assert main(["benchmark", str(QUICK), "--output_dir", str(out)]) == 0
     first = capsys.readouterr().out
-    assert first.count("| task | algorithm |") == 1 and "| maze_fo | bc |" in first and "| maze_fo | ilql |" in first
-    assert "LMRL-Gym" in first and "99.9" in first
+    assert first.count("### maze_fo") == 1 and "| bc | GPT-2 2x64" in first and "| ilql | GPT-2 2x64" in first
+    assert "(n=2, below the 5 the protocol asks)" in first and "(baseline)" in first
+    assert "published" not in first  # a diagnostic task: no published number beside it
+    assert "Choices: none: the recipes' settings as shipped" in first
     runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("eval.json"))
     assert runs == ["maze_fo/bc/seed0", "maze_fo/bc/seed1", "maze_fo/ilql/seed0", "maze_fo/ilql/seed1"]
     data = [json.loads(line) for line in (out / "maze_fo" / "data" / "seed1.jsonl").read_text().splitlines()]
     other = [json.loads(line) for line in (out / "maze_fo" / "data" / "seed0.jsonl").read_text().splitlines()]
     assert len(data) == 40 and data != other  # each seed its own behaviour data
+    recipe = (out / "maze_fo" / "ilql" / "seed1" / "recipe.yaml").read_text()
+    assert f"seed: {derived_seeds(1)['seed']}" in recipe and f"data_seed: {derived_seeds(1)['data_seed']}" in recipe
     summary = json.loads((out / "benchmark.json").read_text())
     assert [r["seeds"] for r in summary["rows"]] == [[0, 1], [0, 1]]
+    ilql = summary["rows"][1]
+    assert ilql["difference"]["n"] == 2 and ilql["model"].startswith("GPT-2 2x64")
+    test_seeds = json.loads((out / "maze_fo" / "bc" / "seed0" / "eval.json").read_text())["seeds"]
+    assert test_seeds == list(range(10_000, 10_006))  # the same test episodes for every run
     assert (out / "benchmark.png").stat().st_size > 1000
 
-    # an interrupted suite: one run lost its evaluation, one never ran; the rest is reused
+    # an interrupted suite: one run lost its evaluation; the rest is reused
     (out / "maze_fo" / "ilql" / "seed1" / "eval.json").unlink()
     bc_eval = out / "maze_fo" / "bc" / "seed0" / "eval.json"
     stamp = bc_eval.stat().st_mtime_ns
     assert main(["benchmark", str(QUICK), "--output_dir", str(out)]) == 0
     second = capsys.readouterr().out
-    assert second.count("evaluated before, skipped") == 3 and "training" not in second
+    assert second.count("evaluated before, skipped") == 3 and ": training" not in second
     assert "maze_fo/ilql seed 1: evaluating" in second and bc_eval.stat().st_mtime_ns == stamp
     assert json.loads((out / "benchmark.json").read_text())["rows"] == summary["rows"]  # same runs, same table
 
-
-def _run(returns, dataset=-10.0):
-    return {"returns": returns, "anchors": {"minimum": -20.0, "dataset": dataset, "best": -4.0}}
-
-
-def test_intervals_cover_seeds_and_episodes_and_stay_inside_the_reachable_scores():
-    best = [_run([-4.0] * 50), _run([-4.0] * 49 + [-6.0])]  # near-optimal: the interval must not pass 100
-    mean, low, high = bootstrap_normalized(best)
-    assert high <= 100.0 and low < mean <= high and mean == pytest.approx((100 + 50 + 50 * 5.96 / 6) / 2)
-    # a sample heavy in easy starts beats the average optimum (-4): its resamples pass 100 unless clipped
-    lucky = [_run([-3.0] * 20 + [-5.0] * 20), _run([-3.0] * 25 + [-5.0] * 15)]
-    mean, low, high = bootstrap_normalized(lucky)
-    assert mean == 100.0 and low < high == 100.0
-    steady = [_run([-10.0, -8.0] * 25), _run([-10.0, -8.0] * 25)]
-    apart = [_run([-10.0, -8.0] * 25), _run([-16.0, -14.0] * 25)]  # same episodes' spread, seeds disagree
-    _, s_low, s_high = bootstrap_normalized(steady)
-    _, a_low, a_high = bootstrap_normalized(apart)
-    assert a_high - a_low > 3 * (s_high - s_low)  # the seeds' disagreement widens the interval
+    # the validation episodes: the same trained models, evaluated apart, into their own folder
+    assert main(["benchmark", str(QUICK), "--output_dir", str(out), "--split", "validation"]) == 0
+    third = capsys.readouterr().out
+    assert ": training" not in third and "4 validation episodes" in third
+    validation = sorted(p.parent.relative_to(out).as_posix() for p in (out / "validation").rglob("eval.json"))
+    assert validation == ["validation/maze_fo/bc/seed0", "validation/maze_fo/bc/seed1",
+                          "validation/maze_fo/ilql/seed0", "validation/maze_fo/ilql/seed1"]
+    report = json.loads((out / "validation" / "maze_fo" / "bc" / "seed0" / "eval.json").read_text())
+    assert report["split"] == "train" and report["episodes"] == 4
+    assert (out / "validation" / "benchmark.md").is_file()
+    assert json.loads((out / "benchmark.json").read_text())["rows"] == summary["rows"]  # the test table untouched
 
 
 def test_a_suite_with_errors_names_the_place(tmp_path):

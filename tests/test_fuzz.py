@@ -1,12 +1,16 @@
 """Property-based tests: random rows either tokenize correctly or raise a ValueError, never anything
-else; every task's environment takes any reply text an untrained model may emit."""
+else; a number that is not finite never reaches a loss; every task's environment takes any reply text
+an untrained model may emit."""
 
+import json
 import math
 
+import pytest
+from datasets import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmrl.data import tokenize_episode, validate_row
+from lmrl.data import prepare_dataset, tokenize_episode, validate_row
 from lmrl.data.schema import ROLES
 from lmrl.tasks import get_task
 
@@ -149,3 +153,71 @@ def test_every_task_environment_takes_any_reply_text(task, seed, replies):
         assert math.isfinite(reward)
         if done:
             break
+
+
+# -- numbers that are not numbers never reach a loss ------------------------------------------------------
+
+NOT_FINITE_JSON = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "1E+309"])
+NOT_FINITE_FLOAT = st.sampled_from([math.nan, math.inf, -math.inf, float("1e400"), -float("1e999")])
+MARK = "__not_a_number__"
+
+
+@st.composite
+def rows_with_a_bad_number(draw):
+    """A valid episode with MARK where a number can stand, and the path of that field."""
+    row = draw(good_rows())
+    messages = row["messages"]
+    i = draw(st.integers(0, len(messages) - 1))
+    place = draw(st.sampled_from(["message", "row", "context", "list_price", "message extra", "done"]))
+    if place == "message":
+        messages[i]["reward"], field = MARK, f"messages[{i}].reward"
+    elif place == "message extra":
+        messages[i]["meta"], field = {"score": MARK}, f"messages[{i}].meta.score"
+    elif place == "context":
+        row["context"], field = {"kb": [{"price": 1.0}, {"price": MARK}]}, "context.kb[1].price"
+    else:
+        field = {"row": "reward"}.get(place, place)
+        row[field] = MARK
+    return row, field
+
+
+def _returns_are_finite(data) -> bool:
+    return all(map(math.isfinite, data["returns"])) and all(math.isfinite(r) for rs in data["rewards"] for r in rs)
+
+
+@FUZZ
+@given(case=rows_with_a_bad_number(), token=NOT_FINITE_JSON, before=st.integers(0, 2), blank=st.booleans())
+def test_a_non_finite_number_anywhere_in_a_jsonl_row_is_refused_naming_line_and_field(
+        tokenizer, tmp_path_factory, case, token, before, blank):
+    row, field = case
+    good = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    lines = [good] * before + ([""] if blank else []) + [json.dumps(row).replace(f'"{MARK}"', token)]
+    path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as error:
+        prepare_dataset(str(path), tokenizer)
+    assert f"rows.jsonl: line {len(lines)}: field '{field}' is {token}" in str(error.value)
+
+
+@FUZZ
+@given(case=rows_with_a_bad_number(), number=NOT_FINITE_FLOAT, arrow=st.booleans())
+def test_a_non_finite_float_in_a_row_given_in_memory_never_reaches_a_loss(tokenizer, case, number, arrow):
+    """Rows as dicts are refused, naming the row and the field; rows already in Arrow (a `Dataset`) are
+    refused where lmrl reads a number (rewards, done) and train with finite rewards otherwise."""
+    row, field = case
+    _put(row, field, number)
+    rows = [{"messages": [{"role": "assistant", "content": "b", "reward": 1.0}]}, row]
+    try:
+        data = prepare_dataset(Dataset.from_list(rows) if arrow else rows, tokenizer)
+    except ValueError as error:
+        assert str(error).startswith(f"row 1: field '{field}' ")
+        return
+    assert arrow and _returns_are_finite(data)
+
+
+def _put(row: dict, field: str, value) -> None:
+    """Set the value at a path such as "messages[2].meta.score" or "context.kb[1].price"."""
+    keys = [int(k) if k.isdigit() else k for k in field.replace("[", ".").replace("]", "").split(".")]
+    for key in keys[:-1]:
+        row = row[key]
+    row[keys[-1]] = value

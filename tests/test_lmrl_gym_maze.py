@@ -231,20 +231,90 @@ def test_task_options_reach_the_environment_and_the_data():
     assert len(TASK.make_data(2, seed=3, progress=False, layout="umaze", optimal_share=1.0)) == 2
 
 
-# lmrl's own maze (lmrl.tasks.maze): every layout is offered partially observed (MazeEnv's `observation`).
+# lmrl's own maze (lmrl.tasks.maze): which layouts one move per observation solves, partially observed.
 LMRL_MEMORYLESS_SOLVABLE = {"ring": True, "rooms": False, "corridors": False}
-RING_IS_A_LOOKUP_TABLE = pytest.mark.xfail(
-    strict=True, reason="lmrl's 'ring' layout, offered as partially observed, is solved by one move per "
-                        "observation; it must stop being offered as partially observed")
+
+
+def _offered_partially_observed(layout):
+    try:
+        MazeEnv(layout, observation="partial")
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("layout", sorted(LMRL_LAYOUTS))
 def test_which_lmrl_maze_layouts_a_memoryless_policy_solves(layout):
-    assert MazeEnv(layout, observation="partial").observation == "partial"  # offered as partially observed
     assert (layout_conflicts(layout) == {}) is LMRL_MEMORYLESS_SOLVABLE[layout]
+    assert _offered_partially_observed(layout) is not LMRL_MEMORYLESS_SOLVABLE[layout]
 
 
-@pytest.mark.parametrize("layout", [pytest.param(name, marks=RING_IS_A_LOOKUP_TABLE) if name == "ring" else name
-                                    for name in sorted(LMRL_LAYOUTS)])
+def test_ring_is_refused_partially_observed_with_what_to_use_instead():
+    with pytest.raises(ValueError, match="'ring'.*rooms.*corridors.*lmrl_gym_maze"):
+        MazeEnv("ring", observation="partial")
+    assert MazeEnv("ring").observation == "full"
+
+
+@pytest.mark.parametrize("layout", [name for name in sorted(LMRL_LAYOUTS) if _offered_partially_observed(name)])
 def test_no_layout_offered_as_partially_observed_admits_a_memoryless_optimal_policy(layout):
     assert layout_conflicts(layout), f"{layout}: one move per observation is optimal everywhere"
+
+
+# Reference policies: their returns on the enumerated test set (seeds EVAL_SEED.. play each start once).
+def _reference_returns(rows, observation, passes=1, only=None):
+    policies = {ref.name: ref for ref in TASK.reference_policies(rows, observation=observation)}
+    returns = {}
+    for name, ref in policies.items():
+        if only and name not in only:
+            continue
+        episodes = rollout(lambda: TASK.make_env("eval", observation=observation), ref.policy,
+                           list(range(EVAL_SEED, EVAL_SEED + 25 * passes)), TASK.max_turns, progress=False)
+        returns[name] = sum(e.total_reward for e in episodes) / len(episodes)
+    return policies, returns
+
+
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_reference_policies_place_the_data_between_random_and_the_shortest_path(observation):
+    rows = [e.as_row() for e in TASK.make_data(200, seed=0, progress=False, observation=observation)]
+    policies, returns = _reference_returns(rows, observation)
+    assert list(policies) == ["random", "behaviour", "optimal", "offline Q (true state)"]
+    assert returns["optimal"] == pytest.approx(-6.84)  # the 100 anchor: every start once, by its shortest path
+    # 200 random walks cover every (position, move): value iteration on them finds the shortest paths
+    assert returns["offline Q (true state)"] == pytest.approx(-6.84)
+    oracle = observation == "partial"  # the position is shown in FO, hidden in PO
+    assert [policies[n].kind for n in ("random", "behaviour")] == ["reference", "reference"]
+    assert policies["optimal"].upper_bound is oracle and policies["offline Q (true state)"].upper_bound is oracle
+    assert policies["optimal"].policy.needs_envs is oracle
+
+
+def test_random_reference_is_below_the_data_average():
+    _, returns = _reference_returns([], "full", passes=40, only=["random"])  # 1,000 episodes; returns spread about 34
+    assert expected_return(optimal_share=0.0) == pytest.approx(-85.89, abs=0.01)
+    assert expected_return(optimal_share=0.0) < expected_return()  # the random walk's exact mean, below the data's
+    assert returns["random"] == pytest.approx(-85.89, abs=3.3)  # three standard errors
+    assert returns["random"] < -83.0 + 1.0
+
+
+@pytest.mark.parametrize("observation", ["full", "partial"])
+def test_offline_q_on_little_data_lands_between_the_data_and_the_shortest_path(observation):
+    rows = [e.as_row() for e in TASK.make_data(2, seed=0, progress=False, observation=observation)]
+    data = sum(m.get("reward", 0.0) for row in rows for m in row["messages"]) / len(rows)
+    _, returns = _reference_returns(rows, observation)
+    assert data == -96.0 and data < returns["offline Q (true state)"] < -6.84  # two walks, one reaching the goal
+
+
+def test_offline_q_backs_up_only_the_data_and_leaves_out_time_outs():
+    from lmrl.tasks.lmrl_gym_maze import offline_q_values
+
+    row = {"messages": [{"role": "user", "content": describe_full(DOUBLE_T, (7, 6))},
+                        {"role": "assistant", "content": "move down", "reward": 0.0}], "done": True}
+    assert offline_q_values([row]) == {(7, 6): {"move down": 0.0}}
+    timed_out = {"messages": [{"role": "user", "content": describe_full(DOUBLE_T, (7, 6))},
+                              {"role": "assistant", "content": "move down", "reward": -1.0}], "done": True}
+    assert offline_q_values([timed_out]) == {}  # the reply after the step limit is not played
+    # partially observed: the start is recovered from the wall texts and the moves
+    po = {"messages": [{"role": "user", "content": describe_partial(DOUBLE_T, (6, 6))},
+                       {"role": "assistant", "content": "move down", "reward": -1.0},
+                       {"role": "user", "content": describe_partial(DOUBLE_T, (7, 6))},
+                       {"role": "assistant", "content": "move down", "reward": 0.0}], "done": True}
+    assert offline_q_values([po], observation="partial") == {(6, 6): {"move down": -1.0}, (7, 6): {"move down": 0.0}}

@@ -195,3 +195,16 @@ def test_task_factories():
         TASK.anchors(-4.0, normalization="paper")
     with pytest.raises(ValueError, match="prob_smrt"):
         TASK.make_data(4, prob_smrt=0.5)
+
+
+def test_reference_policies_on_every_answer():
+    refs = {ref.name: ref for ref in TASK.reference_policies([])}
+    assert list(refs) == ["random", "consistent", "behaviour", "optimal"]
+    assert {ref.kind for ref in refs.values()} == {"reference"}  # each reads only the feedback the agent sees
+    seeds = list(range(EVAL_SEED, EVAL_SEED + len(word_list())))
+    returns = {name: statistics.fmean(e.total_reward for e in rollout(lambda: TASK.make_env("eval"), ref.policy, seeds,
+                                                                      TASK.max_turns, progress=False))
+               for name, ref in refs.items()}
+    assert returns["random"] < returns["behaviour"] < returns["consistent"] < returns["optimal"]
+    assert returns["optimal"] == pytest.approx(optimal_returns(), abs=0.05)  # -1.942 averaged over its tie-breaks
+    assert returns["random"] < -5.5 and returns["behaviour"] == pytest.approx(-4.12, abs=0.25)

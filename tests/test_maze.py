@@ -40,8 +40,8 @@ def test_env_rules_walls_invalid_text_and_goal():
 
 
 def test_partial_observation_shows_only_the_open_moves():
-    env = MazeEnv("ring", observation="partial")
-    env.position = (3, 1)
+    env = MazeEnv("rooms", observation="partial")
+    env.position = (4, 2)
     assert env.observe() == "Open: up, down."
     assert "(" not in env.system_prompt
 
@@ -84,7 +84,8 @@ def test_unknown_layout_is_an_error_naming_the_choices():
 
 
 def test_partially_observed_data_shows_only_the_open_moves_and_still_reaches_the_goal():
-    episodes = generate_maze_episodes(20, observation="partial", detour_share=0.0, epsilon=0.0, progress=False)
+    episodes = generate_maze_episodes(20, layout="rooms", observation="partial", detour_share=0.0, epsilon=0.0,
+                                      progress=False)
     observations = [m["content"] for e in episodes for m in e.messages if m["role"] == "user"]
     assert all(o.startswith("Open: ") for o in observations)
     assert all(e.success for e in episodes)

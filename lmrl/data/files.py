@@ -23,7 +23,7 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
-from .corpus import JSONSyntaxError, json_array_items
+from .reading import JSONSyntaxError, json_array_items
 from .schema import null_outcome, validate_row
 from .strict_json import StrictJSONError, deepest_field, depth_error, loads
 

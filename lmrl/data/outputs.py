@@ -46,14 +46,14 @@ def check_outputs(inputs: Paths = (), outputs: Paths = ()) -> None:
         >>> check_outputs(inputs=["rows.jsonl"], outputs={"--out": "./rows.jsonl"})
         Traceback (most recent call last):
         ...
-        ValueError: --out (./rows.jsonl) is also an input of this command, rows.jsonl: writing it would destroy that input. Pass another path for --out.
+        ValueError: --out (./rows.jsonl) is rows.jsonl, which this command reads: writing it would destroy its input. Pass another path for --out.
     """
     read, written = _named(inputs), _named(outputs)
     for label, path in written:
         for source_label, source in read:
             if same_file(path, source):
-                raise ValueError(f"{_show(label, path)} is also an input of this command, {_show(source_label, source)}: "
-                                 f"writing it would destroy that input. Pass another path for {label}.")
+                raise ValueError(f"{_show(label, path)} is {_show(source_label, source)}, which this command reads: "
+                                 f"writing it would destroy its input. Pass another path for {label}.")
     for i, (label, path) in enumerate(written):
         for other_label, other in written[i + 1:]:
             if same_file(path, other):

@@ -14,13 +14,16 @@ last assistant message only). `null` is not a reward: in a JSON or JSONL file, `
 `reward`, or as the reward of the last assistant message of a row without a row-level reward (where
 the episode's outcome is), is an error; drop the key for reward 0, write the reward, or mark the row
 `"labeled": false` if its outcome is unknown. `null` on another message reads as no reward, as Arrow
-writes a missing field (e.g. `Dataset.to_json`). Rows that come from Arrow (Parquet, a `Dataset`,
-`Dataset.to_list()`) cannot tell `null` from missing, so there `null` is no reward.
+writes a missing field (e.g. `Dataset.to_json`). Rows from Arrow (Parquet, a `Dataset`) or Python (a
+list of dicts, perhaps `Dataset.to_list()`) cannot tell `null` from missing: there `None` is no reward.
 
 A JSON or JSONL file is read as the standard writes JSON: `NaN`, `Infinity`, a number beyond a float's
 range (`1e400`) or a key given twice in one object is an error naming the line and the field, wherever
-in the row it stands; so is a row nested more than 32 levels deep. Rows given in memory follow the same
-rules (`float("nan")` anywhere in a row is an error).
+in the row it stands; so is a row nested too deeply for Arrow to hold (keep within 32 levels of objects
+and lists). In rows given in memory, `float("nan")` or infinity anywhere in a row, or nesting beyond
+32 levels, is an error naming the row and the field. CSV files are read as written: `reward`
+must be a finite number (empty only on a row whose `labeled` column is false), `done` and `labeled`
+true or false, and every other column stays text.
 
 `"labeled": false` marks an episode logged without rewards (it may carry none). Such rows are
 refused unless the caller gives `unlabeled_reward`, the reward each of their assistant turns then

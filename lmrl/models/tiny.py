@@ -110,16 +110,23 @@ def _listed(overrides: dict) -> str:
     return "".join(f", {key}={value!r}" for key, value in overrides.items())
 
 
+# characters of one text a tokenizer is trained on: its end (where the outcome is, as episodes are truncated
+# from the left); a longer text adds no new tokens worth its memory
+TEXT_CHARACTERS = 1 << 16
+
+
 def episode_texts(rows) -> list[str]:
-    """Every message text of a dataset of episodes (to train a tokenizer on)."""
+    """Every message text of a dataset of episodes (to train a tokenizer on), each cut to its last
+    `TEXT_CHARACTERS` characters so that one huge message cannot fill the memory."""
     texts = []
     for row in rows:
         for key in ("messages", "prompt", "completion"):
             value = row.get(key)
             if isinstance(value, str):
-                texts.append(value)
+                texts.append(value[-TEXT_CHARACTERS:])
             elif isinstance(value, list):
-                texts += [m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
+                texts += [m["content"][-TEXT_CHARACTERS:] for m in value
+                          if isinstance(m, dict) and isinstance(m.get("content"), str)]
     return texts
 
 

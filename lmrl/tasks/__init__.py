@@ -22,6 +22,7 @@ from difflib import get_close_matches
 from typing import Any
 
 from ..envs.base import TextEnv
+from ..envs.reference import ReferencePolicy
 from ..envs.rollout import EpisodeResult
 from ..envs.scoring import TaskAnchors
 
@@ -30,7 +31,7 @@ ENTRY_POINT_GROUP = "lmrl.tasks"
 # The factories that take the task's options (a recipe's `task_kwargs` go to each of them), with the
 # arguments their callers give of their own: how many leading positional ones, and which keywords.
 _FACTORIES = {"make_env": (1, ()), "make_data": (1, ("seed", "progress")), "anchors": (1, ()),
-              "human_side": (0, ())}
+              "human_side": (0, ()), "reference_policies": (1, ("seed",))}
 
 
 @dataclass
@@ -52,9 +53,13 @@ class Task:
         with a learned user model (optional).
     human_side(**options): the other side of the dialogue for a person to play (`lmrl play`), a
         [`lmrl.envs.human.HumanSide`] (optional).
+    reference_policies(rows, seed=0, **options): scripted policies that place the learners' scores (random,
+        the data's player, the best player), each a [`lmrl.envs.ReferencePolicy`] whose `kind` says whether
+        it only uses what the agent sees ("reference") or is an oracle ("upper_bound"); `rows` are the
+        seed's behaviour data as row dicts (optional).
 
-    The task's options are the keyword parameters of make_env, make_data, anchors and human_side
-    (`Task.options`, in that order): the same options (a recipe's `task_kwargs`, `lmrl make-data
+    The task's options are the keyword parameters of make_env, make_data, anchors, human_side and
+    reference_policies (`Task.options`, in that order): the same options (a recipe's `task_kwargs`, `lmrl make-data
     --option`) go to each of them, each receiving those it takes, and an option none of them takes is
     an error that names it. So the factories name their options and take no `**kwargs`.
 
@@ -83,6 +88,7 @@ class Task:
     outcome_label: Callable[[dict], int] | None = None
     ends_episode: Callable[[str], bool] | None = None
     human_side: Callable[..., Any] | None = None
+    reference_policies: Callable[..., list[ReferencePolicy]] | None = None
     options: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self):
@@ -122,7 +128,7 @@ class _TakesOptions:
         positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(positional) < leading and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
             first = {"make_env": "the split", "make_data": "the number of episodes",
-                     "anchors": "the dataset's average return"}[role]
+                     "anchors": "the dataset's average return", "reference_policies": "the behaviour data's rows"}[role]
             raise ValueError(f"{where} must take {first} as its first argument.")
         named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         own = {p.name for p in positional[:leading]} | set(keywords)

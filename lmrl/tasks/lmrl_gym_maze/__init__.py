@@ -18,10 +18,13 @@ from .env import (
     read_move,
     reference_context,
 )
+from .reference import PositionPolicy, RandomMovePolicy, offline_q_policy, offline_q_values, read_position
+from .reference import reference_policies as _reference_policies
 
 __all__ = ["LAST_K", "LAYOUTS", "MAX_STEPS", "MINIMUM_RETURN", "MOVES", "OPTIMAL_SHARE", "TASK", "LmrlGymMazeEnv",
            "Maze", "MazeMixturePolicy", "describe_full", "describe_partial", "expected_return", "generate_episodes",
-           "lmrl_gym_maze_anchors", "optimal_return", "read_move", "reference_context"]
+           "lmrl_gym_maze_anchors", "offline_q_policy", "offline_q_values", "optimal_return", "PositionPolicy",
+           "RandomMovePolicy", "read_move", "read_position", "reference_context"]
 
 # LMRL-Gym's 0 anchor: an episode that never reaches the goal and whose every reply is a move.
 MINIMUM_RETURN = -101.0
@@ -58,4 +61,5 @@ def _anchors(dataset_return: float, layout: str = "double_t_maze") -> TaskAnchor
 
 
 # An episode holds at most MAX_STEPS + 1 replies: the last one, after 100 steps, ends it with "Failure".
-TASK = Task("lmrl_gym_maze", _make_env, _make_data, _anchors, max_turns=MAX_STEPS + 1, max_new_tokens=8)
+TASK = Task("lmrl_gym_maze", _make_env, _make_data, _anchors, max_turns=MAX_STEPS + 1, max_new_tokens=8,
+            reference_policies=_reference_policies)

@@ -20,6 +20,7 @@ from .policies import (
     WrongPolicy,
     optimal_returns,
 )
+from .reference import reference_policies as _reference_policies
 
 # The anchors of LMRL-Gym's Wordle score (llm_rl_scripts/wordle/load_results.py): their dataset's mean
 # return scores 50, their "optimal" player's mean return scores 100.
@@ -76,6 +77,7 @@ TASK = Task(
     "lmrl_gym_wordle", _make_env, _make_data, _anchors,
     max_turns=GUESSES,
     max_new_tokens=10,  # a spelled guess ("c r a n e") is 5 tokens, then the end of the turn
+    reference_policies=_reference_policies,
 )
 
 __all__ = ["PUBLISHED_BEST_RETURN", "PUBLISHED_DATASET_RETURN", "TASK", "LMRLGymWordleEnv", "MixturePolicy",

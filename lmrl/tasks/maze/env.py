@@ -10,7 +10,8 @@ MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 # '#' wall, '.' open, 'G' goal. Each layout lists the start cells held out for evaluation.
 LAYOUTS = {
-    # A ring: half of the start cells are closer the "other way round" than a wall follower walks.
+    # A ring: half of the start cells are closer the "other way round" than a wall follower walks. Fully
+    # observed only: partially observed, one move per observation is optimal everywhere.
     "ring": (
         [
             "#######",
@@ -102,7 +103,7 @@ class Maze:
 
 class MazeEnv:
     """Reach the goal. Observation: the agent's position (fully observed) or which moves are open
-    (partially observed). A move into a wall or an unreadable reply costs -1 and keeps the agent in
+    (partially observed; refused on a layout that one move per observation solves, see `memoryless.py`). A move into a wall or an unreadable reply costs -1 and keeps the agent in
     place; every move costs -1; the episode ends at the goal.
 
     Example:
@@ -121,6 +122,10 @@ class MazeEnv:
         if starts not in ("train", "eval", "all"):
             raise ValueError(f"starts must be 'train', 'eval' or 'all', got {starts!r}.")
         self.maze = Maze.from_layout(layout)
+        if observation == "partial":
+            from .memoryless import check_partially_observed
+
+            check_partially_observed(layout)
         self.layout = layout
         self.observation = observation
         self.starts = {"train": self.maze.train_starts(), "eval": list(self.maze.eval_starts),

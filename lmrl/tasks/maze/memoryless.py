@@ -8,6 +8,7 @@ as partially observed tests nothing that the fully observed maze does not.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from functools import lru_cache
 
 from .env import LAYOUTS, MazeEnv
 
@@ -51,7 +52,8 @@ def layout_conflicts(layout: str) -> dict[str, list[tuple[int, int]]]:
     in a cell is the system prompt and the observation text there (the same system prompt everywhere)."""
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown maze layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
-    env = MazeEnv(layout, observation="partial", starts="all")
+    env = MazeEnv(layout, observation="full", starts="all")
+    env.observation = "partial"  # observe() as partially observed, whether or not the layout is offered so
     maze = env.maze
 
     def observe(cell):
@@ -60,3 +62,14 @@ def layout_conflicts(layout: str) -> dict[str, list[tuple[int, int]]]:
 
     cells = [cell for cell in maze.open_cells() if cell != maze.goal]
     return memoryless_conflicts(cells, observe, maze.optimal_moves)
+
+
+@lru_cache(maxsize=None)
+def check_partially_observed(layout: str) -> None:
+    """Refuse to offer `layout` as partially observed when a memoryless policy solves it optimally."""
+    if not layout_conflicts(layout):
+        raise ValueError(
+            f"maze layout {layout!r} is not offered partially observed (observation='partial'): one move per "
+            "observation is optimal in every cell, so a policy without memory solves it and it tests nothing the "
+            "fully observed maze does not. Use layout 'rooms' or 'corridors', or LMRL-Gym's partially observed maze "
+            "(task lmrl_gym_maze, observation='partial').")

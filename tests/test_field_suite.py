@@ -1,0 +1,59 @@
+"""The field suites (LMRL-Gym's maze and Wordle, ported): every file loads, and the GPU tier runs end to end
+on a CPU with a tiny model in place of GPT-2 small (a dry run: two optimizer steps, two episodes)."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lmrl.benchmark import read_suite, run_suite
+from lmrl.recipes import parse_recipe, read_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT / "benchmarks" / "suites"
+PUBLISHED = {"maze_fo": {"bc": 58.2, "pbc": 68.9, "mc": 75.0, "ilql": 99.9},
+             "maze_po": {"bc": 53.1, "pbc": 50.1, "mc": 52.4, "ilql": 76.3},
+             "wordle": {"bc": 79.9, "pbc": 79.1, "mc": 94.9, "ilql": 97.7}}
+TINY_CPU = {"model_name_or_path": None, "bf16": False, "use_cpu": True, "max_steps": 2, "max_length": 128,
+            "per_device_train_batch_size": 2, "save_strategy": "no", "logging_steps": 1,
+            "tiny_model": {"architecture": "gpt2", "hidden_size": 32, "num_layers": 1, "vocab_size": 300}}
+
+
+@pytest.mark.parametrize("tier", ["cpu", "gpu"])
+def test_field_suite_is_their_game_their_numbers_and_enumerated_episodes(tier):
+    suite = read_suite(SUITES / f"lmrl_gym_{tier}.yaml")
+    assert len(suite.seeds) >= 5
+    tasks = {t.name: t for t in suite.tasks}
+    assert set(tasks) == set(PUBLISHED)
+    for name, task in tasks.items():
+        assert task.task == ("lmrl_gym_wordle" if name == "wordle" else "lmrl_gym_maze")
+        assert task.test.episodes == (431 if name == "wordle" else 25)  # every answer / start once
+        assert task.reference["scores"] == PUBLISHED[name] and "GPT-2 small" in task.reference["setting"]
+        assert task.references and task.validation is not None and task.choices
+        assert [a.name for a in task.algorithms] == ["bc", "pbc", "mc", "ilql"]
+        for algo in task.algorithms:
+            recipe = read_recipe(algo.recipe, task.overrides)
+            assert recipe["task"] == task.task
+            if tier == "gpu":  # GPT-2 small in bf16 (parsed with the CPU swap in the dry run below)
+                assert recipe["model_name_or_path"] == "gpt2" and recipe["bf16"] is True
+            else:
+                assert parse_recipe(recipe, algo.recipe)[0].tiny_model is not None
+    assert tasks["maze_po"].overrides["task_kwargs"]["observation"] == "partial"
+
+
+def test_gpu_tier_dry_run_on_cpu_with_a_tiny_model(tmp_path):
+    suite = read_suite(SUITES / "lmrl_gym_gpu.yaml", output_dir=str(tmp_path))
+    for task in suite.tasks:  # every GPU recipe accepts the CPU swap
+        for algo in task.algorithms:
+            parse_recipe(read_recipe(algo.recipe, {**task.overrides, **TINY_CPU}), algo.recipe)
+    maze = next(t for t in suite.tasks if t.name == "maze_po")
+    maze = replace(maze, data={**maze.data, "episodes": 4}, references=False,
+                   overrides={**maze.overrides, **TINY_CPU},
+                   algorithms=[a for a in maze.algorithms if a.name == "ilql"],
+                   test=replace(maze.test, episodes=2))
+    suite = replace(suite, seeds=[0], tasks=[maze])
+    reports = run_suite(suite, log=lambda message: None)
+    assert len(reports) == 1
+    evaluated = json.loads((tmp_path / "maze_po" / "ilql" / "seed0" / "eval.json").read_text())
+    assert len(evaluated["returns"]) == 2
