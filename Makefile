@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install lock demo negotiation flight_booking real-model benchmark quickstart test venv-latest test-latest venv-floor test-floor lint \
-	bench-cost fetch-model clean venv-vllm test-vllm bench-vllm docs
+	bench-cost fetch-model clean venv-vllm test-vllm bench-vllm docs install-web test-web
 
 install: $(VENV)/.installed
 
@@ -27,12 +27,17 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/python .ci/check_versions.py $(VENV)/lock.txt
 	touch $@
 
-# pip-compile (pip-tools, in its own .venv-lock) resolves pyproject.toml + requirements/torch.in
+# pip-compile (pip-tools, in its own .venv-lock) resolves pyproject.toml + requirements/torch.in, within the
+# bounds that let the web extra install beside the lock (requirements/web-bounds.in); then pins the web extra
+# and Selenium (requirements/web.in) with the new lock as constraints into requirements/web.txt
 LOCK_TOOL := .venv-lock/bin/pip-compile
+WEB_PINS := requirements/web.txt
 lock:
 	test -x $(LOCK_TOOL) || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools)
 	$(LOCK_TOOL) --quiet --upgrade --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
-		--no-emit-trusted-host --output-file $(LOCK) pyproject.toml requirements/torch.in
+		--no-emit-trusted-host --output-file $(LOCK) pyproject.toml requirements/torch.in requirements/web-bounds.in
+	$(LOCK_TOOL) --quiet --upgrade --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--constraint $(LOCK) --output-file $(WEB_PINS) requirements/web.in
 
 # $(call train_and_eval,TASK,ALGOS,EPISODES): train recipes/TASK/ALGO.yaml for each ALGO, then evaluate it
 define train_and_eval
@@ -115,6 +120,22 @@ quickstart: install
 
 test: install
 	$(BIN)/python -m pytest -q --durations=10
+
+# lmrl play --web and its browser test: Gradio and Selenium at the versions of requirements/web.txt, added to the
+# locked .venv with the lock as constraints, then checked: no locked package moved. Chromium and its driver
+# come from the system (Debian, as root: apt-get install chromium chromium-driver; .ci/run does it).
+install-web: $(VENV)/.installed-web
+
+$(VENV)/.installed-web: $(VENV)/.installed $(WEB_PINS)
+	$(BIN)/pip install --quiet -c $(VENV)/lock.txt -r $(WEB_PINS)
+	$(BIN)/python .ci/check_versions.py $(VENV)/lock.txt
+	$(BIN)/python .ci/check_versions.py $(WEB_PINS)
+	touch $@
+
+# The play page in headless Chromium (tests/test_play_web.py), failing instead of skipping when Gradio, Selenium,
+# Chromium or its driver is missing. LMRL_SCREENSHOTS=docs/guides/img also takes the guide's screenshots.
+test-web: install-web
+	LMRL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=5 tests/test_play_web.py
 
 # The fast part of the suite (no end-to-end task runs, no multi-process launches), for the jobs below.
 FAST_TESTS := -m "not slow"

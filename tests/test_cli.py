@@ -1,6 +1,7 @@
 """`lmrl train RECIPE.yaml`: recipes, overrides and errors in words."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,32 @@ def test_recipe_paths_may_start_from_the_home_folder():
                               "model_name_or_path": "~/.cache/lmrl/models/smollm2", "tokenizer_name_or_path": "gpt2"})
     assert script.model_name_or_path == str(Path.home() / ".cache/lmrl/models/smollm2")
     assert script.dataset == str(Path.home() / "data/rows.jsonl") and script.tokenizer_name_or_path == "gpt2"
+
+
+def test_a_recipe_that_gives_a_field_twice_is_refused_naming_both_lines(tmp_path, capsys):
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text(RECIPE.read_text() + "beta: 2.0\n")
+    assert main(["train", str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe}: line " in err and "'beta' is given a second time (first on line" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_steps", "three", "field 'max_steps' must be an integer, got 'three'"),
+    ("learning_rate", "[1, 2]", "field 'learning_rate' must be a finite number, got [1, 2]"),
+    ("learning_rate", ".nan", "field 'learning_rate' must be a finite number, got nan"),
+    ("save_strategy", "no", "field 'save_strategy' must be SaveStrategy or text, got False (YAML reads yes/no"),
+])
+def test_a_recipe_value_of_the_wrong_type_is_named_with_its_field(tmp_path, field, value, message):
+    text = "\n".join(line for line in RECIPE.read_text().splitlines() if not line.startswith(f"{field}:"))
+    recipe = tmp_path / "typed.yaml"
+    recipe.write_text(f"{text}\n{field}: {value}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_recipe(read_recipe(recipe), str(recipe))
+
+
+def test_a_recipe_without_its_dataset_says_the_field_is_required(tmp_path):
+    text = "\n".join(line for line in RECIPE.read_text().splitlines() if not line.startswith("dataset:"))
+    with pytest.raises(ValueError, match="my.yaml: field 'dataset' is required: Episodes"):
+        parse_recipe(yaml.safe_load(text), "my.yaml")
