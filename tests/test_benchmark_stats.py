@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 
 import lmrl.tasks
-from lmrl.benchmark import EpisodeSet, Suite, TaskSpec, _evaluate_references, read_suite, seed_scores, summarize, table
-from lmrl.envs import EpisodeResult, TaskAnchors, paired_difference, rollout, score_episodes, t_interval, t_quantile
+from lmrl.benchmark import EpisodeSet, Suite, TaskSpec, read_suite, seed_scores, summarize, table
+from lmrl.benchmark.run import _evaluate_references
+from lmrl.envs import (
+    EpisodeResult,
+    TaskAnchors,
+    paired_difference,
+    rollout,
+    score_episodes,
+    t_interval,
+    t_quantile,
+)
 from lmrl.envs.reference import ReferencePolicy
 from lmrl.evaluation import format_score_line
 from lmrl.tasks import Task, register_task

@@ -47,13 +47,12 @@ def test_gpu_tier_dry_run_on_cpu_with_a_tiny_model(tmp_path):
     for task in suite.tasks:  # every GPU recipe accepts the CPU swap
         for algo in task.algorithms:
             parse_recipe(read_recipe(algo.recipe, {**task.overrides, **TINY_CPU}), algo.recipe)
-    maze = next(t for t in suite.tasks if t.name == "maze_po")
-    maze = replace(maze, data={**maze.data, "episodes": 4}, references=False,
-                   overrides={**maze.overrides, **TINY_CPU},
-                   algorithms=[a for a in maze.algorithms if a.name == "ilql"],
-                   test=replace(maze.test, episodes=2))
-    suite = replace(suite, seeds=[0], tasks=[maze])
-    reports = run_suite(suite, log=lambda message: None)
-    assert len(reports) == 1
-    evaluated = json.loads((tmp_path / "maze_po" / "ilql" / "seed0" / "eval.json").read_text())
-    assert len(evaluated["returns"]) == 2
+    wordle = next(t for t in suite.tasks if t.name == "wordle")
+    wordle = replace(wordle, data={**wordle.data, "episodes": 4}, references=False,
+                     overrides={**wordle.overrides, **TINY_CPU},
+                     algorithms=[a for a in wordle.algorithms if a.name == "ilql"],
+                     test=replace(wordle.test, episodes=2))
+    run_suite(replace(suite, seeds=[0], tasks=[wordle]), log=lambda message: None)
+    evaluated = json.loads((tmp_path / "wordle" / "ilql" / "seed0" / "eval.json").read_text())
+    assert len(evaluated["returns"]) == 2 and json.loads((tmp_path / "wordle" / "ilql" / "seed0" /
+                                                          "train_summary.json").read_text())["global_step"] == 2
