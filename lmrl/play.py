@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import Episode, validate_row
+from .data.outputs import atomic_output, check_outputs
 from .envs.human import FreeChat, HumanSide, UnreadableLine
 
 PLAY_SEED = 50_000  # away from the evaluation buyers and customers (lmrl eval starts at 10000)
@@ -229,14 +230,13 @@ def read_log(path: str | Path) -> int:
 def check_out(path: str | Path, inputs: tuple[Path, ...] | list[Path] = ()) -> None:
     """Refuse an output file that is one of play's inputs (`Player.inputs`: the recipe, a dataset) or
     lies inside one of their folders (the checkpoint's), once links and relative paths are resolved."""
+    check_outputs(inputs=[p for p in inputs if not Path(p).is_dir()], outputs={"--out": path})
     target = Path(path).resolve()
-    for source in inputs:
-        resolved = Path(source).resolve()
-        same = target == resolved or (target.exists() and resolved.exists() and os.path.samefile(target, resolved))
-        if same or (resolved.is_dir() and resolved in target.parents):
-            raise ValueError(f"--out {path} {'is' if same else 'is inside'} {source}, which this play reads (the "
-                             "recipe, the model or its data): the played episodes would write over it. Choose "
-                             "another --out, e.g. runs/played/TASK.jsonl.")
+    for folder in (Path(p) for p in inputs if Path(p).is_dir()):
+        if folder.resolve() == target or folder.resolve() in target.parents:
+            raise ValueError(f"--out ({path}) is inside {folder}, which this command reads (the model's folder, "
+                             "or its data): writing there could destroy its input. Pass another path for --out, "
+                             "e.g. runs/played/TASK.jsonl.")
 
 
 def open_log(path: str | Path, resume: bool, inputs: tuple[Path, ...] | list[Path] = ()) -> int:
@@ -262,15 +262,10 @@ def append_row(path: str | Path, row: dict) -> None:
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        with temp.open("wb") as handle:
-            handle.write(old + (json.dumps(row) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_output(path) as partial, partial.open("wb") as handle:
+        handle.write(old + (json.dumps(row) + "\n").encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
     folder = os.open(path.parent, os.O_RDONLY)
     try:  # the rename itself reaches the disk
         os.fsync(folder)

@@ -296,7 +296,7 @@ def test_the_log_is_never_a_file_or_folder_play_reads(seller, tmp_path, monkeypa
     for out, named in (("link.jsonl", str(data)), (relative, str(agent)), (str(agent / "played.jsonl"), str(agent))):
         before = data.read_bytes()
         code, text = _play(monkeypatch, capsys, [str(agent), "--out", out, "--resume"], ["$100", "bye", ""])
-        assert code == 2 and f"--out {out} is" in text and named in text and "Choose another --out" in text
+        assert code == 2 and f"--out ({out}) is" in text and named in text and "another path for --out" in text
         assert data.read_bytes() == before
     (tmp_path / "models" / "x").mkdir(parents=True)
     with pytest.raises(ValueError, match="is inside"):

@@ -94,7 +94,7 @@ class Page:
         assert app.local_url.startswith("http://127.0.0.1:")  # loopback only
         driver.get(app.local_url)
         if login:
-            self.wait(lambda: "You are" in self.text("briefing") or "Free chat" in self.text("briefing"))
+            self.wait(lambda: "You are" in self.text("briefing") or "Free chat" in self.text("briefing"), 60)
 
     def wait(self, condition, timeout: float = 30):
         """Wait until `condition()` is true (the page re-renders as it goes: a stale element is a retry)."""
@@ -248,6 +248,9 @@ def test_a_walk_away_is_saved_with_its_cost(page):
 
 def test_an_episode_ended_early_is_confirmed_before_a_new_one_and_saved_unfinished(page):
     page = page(seller("I can do $250."))
+    page.press("end", lambda: page.outcome() != "")  # before the agent replied: nothing to save, and it says so
+    assert "nothing to save" in page.outcome() and "New episode" in page.text("status") and not page.enabled("save")
+    page.press("new", lambda: page.outcome() == "" and page.enabled("send"))  # nothing to lose: no question
     page.say("$120")
     page.press("end", lambda: page.outcome() != "")
     assert "before its outcome" in page.outcome() and "done" not in page.outcome()

@@ -8,7 +8,7 @@ as partially observed tests nothing that the fully observed maze does not.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from functools import lru_cache
+from functools import cache
 
 from .env import LAYOUTS, MazeEnv
 
@@ -64,7 +64,7 @@ def layout_conflicts(layout: str) -> dict[str, list[tuple[int, int]]]:
     return memoryless_conflicts(cells, observe, maze.optimal_moves)
 
 
-@lru_cache(maxsize=None)
+@cache
 def check_partially_observed(layout: str) -> None:
     """Refuse to offer `layout` as partially observed when a memoryless policy solves it optimally."""
     if not layout_conflicts(layout):
