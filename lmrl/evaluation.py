@@ -179,7 +179,8 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
 
         target = max(returns if returns is not None else dataset_returns(script.dataset))
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
-    return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning)
+    return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning,
+                          max_length=getattr(config, "max_length", None))
 
 
 def evaluate_policy(task, task_kwargs: dict | None, policy, seeds: list[int], dataset_returns: list[float],

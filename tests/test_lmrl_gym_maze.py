@@ -22,7 +22,8 @@ from lmrl.tasks.lmrl_gym_maze import (
 )
 from lmrl.tasks.maze import LAYOUTS as LMRL_LAYOUTS
 from lmrl.tasks.maze import MazeEnv
-from lmrl.tasks.maze.memoryless import layout_conflicts, memoryless_conflicts
+from lmrl.tasks.maze.env import layout_conflicts
+from lmrl.tasks.maze.memoryless import memoryless_conflicts
 
 DOUBLE_T = Maze.from_layout("double_t_maze")
 

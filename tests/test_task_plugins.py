@@ -171,7 +171,7 @@ def test_a_task_of_ones_own_makes_data_trains_and_evaluates_through_the_command_
     assert main(["train", str(recipe)]) == 0
     assert main(["eval", str(recipe), "--episodes", "4"]) == 0
     report = json.loads((out / "eval.json").read_text())
-    assert report["task"] == task and report["task_kwargs"] == {"word": "tails"} and report["episodes"] == 4
+    assert report["task"] == "coin" and report["task_kwargs"] == {"word": "tails"} and report["episodes"] == 4
     assert report["anchors"]["best"] == 2.0 and all(r in (0.0, 1.0, 2.0) for r in report["returns"])
     assert report["examples"][0][0] == {"role": "user", "content": "Say tails."}  # the option reached make_env
     capsys.readouterr()

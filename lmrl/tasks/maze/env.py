@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
+from functools import cache
+
+from .memoryless import memoryless_conflicts
 
 MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 
@@ -103,7 +106,8 @@ class Maze:
 
 class MazeEnv:
     """Reach the goal. Observation: the agent's position (fully observed) or which moves are open
-    (partially observed; refused on a layout that one move per observation solves, see `memoryless.py`). A move into a wall or an unreadable reply costs -1 and keeps the agent in
+    (partially observed; refused on a layout that one move per observation solves: `layout_conflicts`).
+    A move into a wall or an unreadable reply costs -1 and keeps the agent in
     place; every move costs -1; the episode ends at the goal.
 
     Example:
@@ -123,8 +127,6 @@ class MazeEnv:
             raise ValueError(f"starts must be 'train', 'eval' or 'all', got {starts!r}.")
         self.maze = Maze.from_layout(layout)
         if observation == "partial":
-            from .memoryless import check_partially_observed
-
             check_partially_observed(layout)
         self.layout = layout
         self.observation = observation
@@ -155,3 +157,31 @@ class MazeEnv:
         if self.position == self.maze.goal:
             return "You reached the goal.", -1.0, True, {"success": True}
         return self.observe(), -1.0, False, {}
+
+
+def layout_conflicts(layout: str) -> dict[str, list[tuple[int, int]]]:
+    """[`memoryless_conflicts`] for one of lmrl's maze layouts, partially observed: what the policy sees
+    in a cell is the system prompt and the observation text there (the same system prompt everywhere)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown maze layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+    env = MazeEnv(layout, observation="full", starts="all")
+    env.observation = "partial"  # observe() as partially observed, whether or not the layout is offered so
+    maze = env.maze
+
+    def observe(cell):
+        env.position = cell
+        return env.observe()
+
+    cells = [cell for cell in maze.open_cells() if cell != maze.goal]
+    return memoryless_conflicts(cells, observe, maze.optimal_moves)
+
+
+@cache
+def check_partially_observed(layout: str) -> None:
+    """Refuse to offer `layout` as partially observed when a memoryless policy solves it optimally."""
+    if not layout_conflicts(layout):
+        raise ValueError(
+            f"maze layout {layout!r} is not offered partially observed (observation='partial'): one move per "
+            "observation is optimal in every cell, so a policy without memory solves it and it tests nothing the "
+            "fully observed maze does not. Use layout 'rooms' or 'corridors', or LMRL-Gym's partially observed maze "
+            "(task lmrl_gym_maze, observation='partial').")
