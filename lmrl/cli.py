@@ -22,21 +22,16 @@ import json
 import sys
 
 from .envs import EVAL_SEED
-from .recipes import add_recipe_arguments, recipe_fields
+from .recipes import add_recipe_arguments, plain_yaml, recipe_fields
 
 
 def _key_values(pairs: list[str]) -> dict:
-    import yaml
-
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"Expected key=value, got {pair!r}.")
         key, value = pair.split("=", 1)
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{pair}: the value is not valid plain YAML ({' '.join(str(err).split())}).") from None
+        out[key] = plain_yaml(value, pair)
     return out
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import sys
-import time
+import threading
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
         def hang_while_saving(output_dir):
             if trainer.state.global_step == hang_at:
                 (out / "hanging").write_text(output_dir)
-                time.sleep(600)
+                threading.Event().wait()  # stuck mid-save until the test kills the process
             save_rng_state(output_dir)
 
         trainer._save_rng_state = hang_while_saving

@@ -1,4 +1,4 @@
-"""The row schema, tokenization to token-level MDP tensors, loading and collation (DESIGN §2)."""
+"""The row schema, tokenization to token-level MDP tensors, loading and collation (docs/design.md, section 1: Data)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""ILQL and baseline losses (DESIGN §3) on tiny hand-made tensors; expected values are worked out by hand.
+"""ILQL and baseline losses (docs/design.md, section 2: Maths) on tiny hand-made tensors; expected values are worked out by hand.
 
 Index convention of `lmrl.losses`: with T tokens, step t (0 <= t < T-1) is the state after token t and
 its action is token t+1, so `action_mask[:, 1:]` marks the agent's steps and V(s_t) = values[:, t].

@@ -1,5 +1,6 @@
-"""Checks of a model's source before transformers reads it: the folder or hub id can be read, and its
-safetensors files are whole.
+"""Checks of a model's files: before transformers reads them, the folder or hub id can be read and its
+safetensors files are whole; after, an ILQL-heads model's saved heads fit its config
+(`check_saved_heads`).
 
 Without them a mistyped folder fails as "Repo id must be in the form ...", an id the offline hub does
 not hold as "We couldn't connect to 'https://huggingface.co'", and a half-copied `model.safetensors`
@@ -23,6 +24,9 @@ from pathlib import Path
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError, safe_open
+
+from .adapters import HEAD_MODULES
+from .configuration import STRUCTURAL_FIELDS
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # files one of which a hub model or tokenizer repository holds (to tell whether the cache has it)
@@ -110,3 +114,58 @@ def _index_shards(folder: Path) -> list[str]:
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{index} is truncated or not a safetensors index (no readable 'weight_map': {err!r}); "
                          "re-save or re-download the model.") from None
+
+
+def check_saved_heads(source, config, info: dict, ignore_mismatched_sizes: bool) -> None:
+    """Raise a `ValueError` when a saved ILQL-heads model's weights do not fit its config: a head weight
+    missing (transformers would start it at random), unexpected or of another shape, or (unless
+    `ignore_mismatched_sizes`) a trunk weight of another shape. It names the keys and the config fields
+    at odds with the weights (read from the safetensors headers of a local folder)."""
+    is_head = lambda key: key.split(".")[0] in HEAD_MODULES  # noqa: E731
+    missing = sorted(key for key in info["missing_keys"] if is_head(key))
+    unexpected = sorted(key for key in info["unexpected_keys"] if is_head(key))
+    mismatched = sorted((key, list(saved), list(built)) for key, saved, built in info["mismatched_keys"]
+                        if is_head(key) or not ignore_mismatched_sizes)
+    if not (missing or unexpected or mismatched):
+        return
+    problems = [f"{what} {_some(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if mismatched:
+        shown = [f"'{key}' is {saved} in the weights but {built} by the config" for key, saved, built in mismatched]
+        problems.append(_some(shown, limit=2))
+    config_file = os.path.join(source, "config.json")
+    shapes = saved_shapes(source) if os.path.isdir(source) else None
+    held = _head_structure(shapes) if shapes is not None else {}
+    differ = {key: value for key, value in held.items() if getattr(config, key) != value}
+    if shapes is not None and not any(is_head(key) for key in shapes):
+        cause = (f"The weights hold no heads at all, a plain causal LM's beside the ILQL-heads {config_file}: to "
+                 "start fresh heads, write the causal LM's own config (its text_config) there")
+    elif differ:
+        says = ", ".join(f"{key}={getattr(config, key)!r}" for key in differ)
+        holds = ", ".join(f"{key}={value!r}" for key, value in differ.items())
+        cause = f"{config_file} says {says}, but the weights hold {holds}: write {holds} there"
+    elif not missing and not unexpected and not any(is_head(key) for key, _, _ in mismatched):
+        cause = (f"The language model's weights do not fit the text_config of {config_file}: fix text_config, or "
+                 "pass ignore_mismatched_sizes=True to start those weights at random")
+    else:
+        settings = ", ".join(f"{key}={getattr(config, key)!r}" for key in STRUCTURAL_FIELDS)
+        cause = f"{config_file} ({settings}) does not describe the saved heads: set those fields to what they hold"
+    raise ValueError(
+        f"{source}: the weights do not match the config: {'; '.join(problems)}. {cause}, or re-save the "
+        "model. (To start fresh heads on purpose, load the plain causal LM instead.)"
+    )
+
+
+def _head_structure(shapes: dict[str, list[int]]) -> dict:
+    """The head settings that saved head weights hold (for the fields whose weights are there)."""
+    q_heads = {key.split(".")[1] for key in shapes if key.startswith("q_heads.")}
+    held = {"num_q_heads": len(q_heads), "target_heads": any(key.startswith("target_q_heads.") for key in shapes)}
+    if q_heads:
+        held["head_type"] = "tied" if f"q_heads.{min(q_heads)}.bias" in shapes else "untied"
+    if "v_head.mlp.0.weight" in shapes:
+        held["head_hidden_size"] = shapes["v_head.mlp.0.weight"][0]
+    return held
+
+
+def _some(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

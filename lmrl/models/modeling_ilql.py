@@ -24,7 +24,6 @@ from ..compat import CACHE_KEY, output_cache, pop_cache, slice_logits_to_keep
 from ..ops.guidance import guided_scores
 from ..ops.vocab import ProjectedLogits
 from .adapters import (
-    HEAD_MODULES,
     HUB_KWARGS,
     adapter_config_file,
     from_adapter_checkpoint,
@@ -35,13 +34,12 @@ from .adapters import (
 from .configuration import (
     DECODING_FIELDS,
     HEAD_FIELDS,
-    STRUCTURAL_FIELDS,
     ILQLHeadsConfig,
     apply_head_settings,
 )
 from .gguf import drop_gguf_quantization
 from .heads import StackedTiedQHeads, TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
-from .model_files import check_model_source, check_safetensors_files, saved_shapes
+from .model_files import check_model_source, check_safetensors_files, check_saved_heads
 from .policy_logits import PolicyLogits
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
@@ -192,7 +190,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             # mismatched shapes are reported here (naming the config field), not raised inside transformers
             model, info = super().from_pretrained(source, *model_args, config=config, output_loading_info=True,
                                                   ignore_mismatched_sizes=True, **kwargs)
-            _check_saved_heads(source, model.config, info, ignore_mismatched_sizes)
+            check_saved_heads(source, model.config, info, ignore_mismatched_sizes)
             return (model, info) if return_info else model
         base = AutoModelForCausalLM.from_pretrained(source, *model_args, config=config, **kwargs)
         return cls.from_causal_lm(base, **head_kwargs)
@@ -435,61 +433,6 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
             hidden_states=hidden,
             **{CACHE_KEY: output_cache(out)},
         )
-
-
-def _check_saved_heads(source, config: ILQLHeadsConfig, info: dict, ignore_mismatched_sizes: bool) -> None:
-    """Raise a `ValueError` when a saved ILQL-heads model's weights do not fit its config: a head weight
-    missing (transformers would start it at random), unexpected or of another shape, or (unless
-    `ignore_mismatched_sizes`) a trunk weight of another shape. It names the keys and the config fields
-    at odds with the weights (read from the safetensors headers of a local folder)."""
-    is_head = lambda key: key.split(".")[0] in HEAD_MODULES  # noqa: E731
-    missing = sorted(key for key in info["missing_keys"] if is_head(key))
-    unexpected = sorted(key for key in info["unexpected_keys"] if is_head(key))
-    mismatched = sorted((key, list(saved), list(built)) for key, saved, built in info["mismatched_keys"]
-                        if is_head(key) or not ignore_mismatched_sizes)
-    if not (missing or unexpected or mismatched):
-        return
-    problems = [f"{what} {_some(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-    if mismatched:
-        shown = [f"'{key}' is {saved} in the weights but {built} by the config" for key, saved, built in mismatched]
-        problems.append(_some(shown, limit=2))
-    config_file = os.path.join(source, "config.json")
-    shapes = saved_shapes(source) if os.path.isdir(source) else None
-    held = _head_structure(shapes) if shapes is not None else {}
-    differ = {key: value for key, value in held.items() if getattr(config, key) != value}
-    if shapes is not None and not any(is_head(key) for key in shapes):
-        cause = (f"The weights hold no heads at all, a plain causal LM's beside the ILQL-heads {config_file}: to "
-                 "start fresh heads, write the causal LM's own config (its text_config) there")
-    elif differ:
-        says = ", ".join(f"{key}={getattr(config, key)!r}" for key in differ)
-        holds = ", ".join(f"{key}={value!r}" for key, value in differ.items())
-        cause = f"{config_file} says {says}, but the weights hold {holds}: write {holds} there"
-    elif not missing and not unexpected and not any(is_head(key) for key, _, _ in mismatched):
-        cause = (f"The language model's weights do not fit the text_config of {config_file}: fix text_config, or "
-                 "pass ignore_mismatched_sizes=True to start those weights at random")
-    else:
-        settings = ", ".join(f"{key}={getattr(config, key)!r}" for key in STRUCTURAL_FIELDS)
-        cause = f"{config_file} ({settings}) does not describe the saved heads: set those fields to what they hold"
-    raise ValueError(
-        f"{source}: the weights do not match the config: {'; '.join(problems)}. {cause}, or re-save the "
-        "model. (To start fresh heads on purpose, load the plain causal LM instead.)"
-    )
-
-
-def _head_structure(shapes: dict[str, list[int]]) -> dict:
-    """The head settings that saved head weights hold (for the fields whose weights are there)."""
-    q_heads = {key.split(".")[1] for key in shapes if key.startswith("q_heads.")}
-    held = {"num_q_heads": len(q_heads), "target_heads": any(key.startswith("target_q_heads.") for key in shapes)}
-    if q_heads:
-        held["head_type"] = "tied" if f"q_heads.{min(q_heads)}.bias" in shapes else "untied"
-    if "v_head.mlp.0.weight" in shapes:
-        held["head_hidden_size"] = shapes["v_head.mlp.0.weight"][0]
-    return held
-
-
-def _some(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _unwrap_peft(model: nn.Module) -> nn.Module:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -40,7 +41,7 @@ START_WORDS = ("opera", "tears", "soare", "roate", "raise", "arose", "earls", "l
                "audio", "stare", "roast", "ratio", "arise", "tales")
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(ABC):
     """A player that picks each guess from its conversation alone (subclasses define `choose`)."""
 
     def __init__(self, seed: int = 0):
@@ -49,8 +50,9 @@ class ScriptedPolicy:
     def __call__(self, conversations: list[list[dict]]) -> list[str]:
         return [show_guess(self.choose(conversation)) for conversation in conversations]
 
+    @abstractmethod
     def choose(self, conversation: list[dict]) -> str:
-        raise NotImplementedError
+        """The next guess (a word of the list) given the conversation so far."""
 
 
 class RandomMixturePolicy(ScriptedPolicy):
