@@ -130,6 +130,29 @@ def train(recipe_path: str | Path, overrides: Overrides = None) -> dict:
     return summary
 
 
+def cache_features(recipe_path: str | Path, overrides: Overrides = None) -> dict:
+    """Build (or finish, or check) the feature cache a recipe's `feature_cache` names: its frozen model run
+    once over its dataset. `lmrl train` builds it too when it is missing; returns what the cache holds."""
+    import time
+
+    from .trainers.feature_cache import FeatureCache
+
+    script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
+    if not getattr(config, "feature_cache", None):
+        raise ValueError(f"{recipe_path}: no feature_cache folder is set; add feature_cache: FOLDER (ILQL or MC) to "
+                         "train heads on a frozen model's cached hidden states.")
+    start = time.perf_counter()
+    build_trainer(script, config)  # tokenizes the data and builds the cache it reads
+    seconds = time.perf_counter() - start
+    caches = {split: FeatureCache(Path(config.feature_cache) / split) for split in ("train", "eval")
+              if (Path(config.feature_cache) / split / "feature_cache.json").is_file()}
+    summary = {"feature_cache": config.feature_cache, "seconds": round(seconds, 1)}
+    for split, cache in caches.items():
+        summary[split] = {"rows": len(cache), "bytes": cache.nbytes(), "model": cache.manifest["model"],
+                          "hidden_size": cache.manifest["hidden_size"], "dtype": cache.manifest["dtype"]}
+    return summary
+
+
 def make_data(task_name: str, episodes: int, out: str | Path, seed: int = 0, task_kwargs: dict | None = None) -> dict:
     """`episodes` behaviour-policy episodes of a task, written as JSONL rows to `out`; returns their statistics."""
     from .envs import mean_ci
@@ -191,4 +214,4 @@ def convert(task_name: str, source: str, out: str, on_error: str = "stop", rejec
     return summary
 
 
-__all__ = ["EVAL_SEED", "build_trainer", "convert", "evaluate", "make_data", "train", "write_user_side"]
+__all__ = ["EVAL_SEED", "build_trainer", "cache_features", "convert", "evaluate", "make_data", "train", "write_user_side"]

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "line overrides.")
     add_recipe_arguments(train_parser)
 
+    cache_parser = command("cache-features", "Run a recipe's frozen model once over its dataset and store the hidden "
+                           "states its heads train on (the recipe's feature_cache folder; a stopped build resumes).")
+    cache_parser.add_argument("recipe", help="A recipe with feature_cache set (ILQL or MC).")
+    add_recipe_arguments(cache_parser)
+
     data_parser = command("make-data", "Write behaviour-policy episodes of a task as JSONL.")
     data_parser.add_argument("task")
     data_parser.add_argument("--episodes", type=int, default=1000)
@@ -163,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             from .api import train
 
             print(json.dumps(train(args.recipe, _overrides(args, {"command", "recipe"})), indent=2))
+        elif args.command == "cache-features":
+            from .api import cache_features
+
+            print(json.dumps(cache_features(args.recipe, _overrides(args, {"command", "recipe"})), indent=2))
         elif args.command == "make-data":
             from .api import make_data
 

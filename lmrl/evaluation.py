@@ -130,7 +130,8 @@ def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, de
             f"steer_model {script.steer_model} and the value model {checkpoint} have different tokenizers "
             f"({len(tokenizer)} vs {len(value_tokenizer)} tokens): a value model steers only an LM whose token ids "
             "it shares. Train it with tokenizer_name_or_path set to the frozen LM.")
-    return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model)
+    return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model,
+                          max_length=getattr(config, "max_length", None))
 
 
 def learned_user(script, config, task, device: str | torch.device = "cpu"):

@@ -1,14 +1,17 @@
-"""PEFT (e.g. LoRA) on the trunk of an ILQL-heads model: save, load and resume.
+"""Checkpoints of an ILQL-heads model that do not copy the base weights: save, load and resume.
 
-A checkpoint of a model whose trunk carries a PEFT adapter holds, side by side:
+A trunk with a PEFT adapter (e.g. LoRA) is saved as, side by side:
     adapter_config.json, adapter_model.safetensors   the adapter (PEFT's own format; the config names the base)
-    ilql_heads.safetensors                            Q, target-Q and V heads, in full
+    ilql_heads.safetensors                            Q, target-Q and V heads (and the behaviour head), in full
     config.json                                       the head and decoding settings (and the base's config)
-The base weights are not copied: loading reads them from `base_model_name_or_path`.
+and loading reads the base from `base_model_name_or_path`. A frozen trunk (heads trained on a feature
+cache) is saved as `ilql_heads.safetensors` and `config.json` only; the config's `base_model` names the
+base and `base_fingerprint` is a digest of its weights, so loading the heads onto another base is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from transformers.utils.peft_utils import find_adapter_config_file
 from .configuration import HEAD_FIELDS
 
 HEADS_WEIGHTS = "ilql_heads.safetensors"
-HEAD_MODULES = ("q_heads", "target_q_heads", "v_head")
+HEAD_MODULES = ("q_heads", "target_q_heads", "v_head", "behavior_head")
 # keyword arguments of `from_pretrained` that locate files on disk or on the hub
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
 
@@ -69,8 +72,62 @@ def save_adapter_checkpoint(model: PreTrainedModel, directory: str | Path, state
         model.generation_config.save_pretrained(directory)
 
 
+def save_heads_checkpoint(model: PreTrainedModel, directory: str | Path, state_dict: dict | None = None,
+                          is_main_process: bool = True) -> None:
+    """Save the heads and the settings of a model whose trunk is frozen (`config.base_model` set), without
+    the base weights."""
+    if not is_main_process:
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dict = model.state_dict() if state_dict is None else state_dict
+    heads = {k: v.detach().contiguous() for k, v in state_dict.items() if k.split(".")[0] in HEAD_MODULES}
+    save_file(heads, str(directory / HEADS_WEIGHTS), metadata={"format": "pt"})
+    model.config.save_pretrained(directory)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of a model's weights: every tensor's name, shape, dtype and bytes (tied tensors once)."""
+    hasher = hashlib.sha256()
+    seen = set()
+    for name, tensor in sorted(model.state_dict().items()):
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        data = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
+        hasher.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return hasher.hexdigest()[:16]
+
+
+def from_heads_checkpoint(cls, source, config, base_model=None, **kwargs):
+    """Build base + heads from a heads-only directory (`save_heads_checkpoint`). `base_model` (a path, an id
+    or a loaded causal LM) replaces the base the config names; either way its weights must be the ones
+    the heads were trained on."""
+    base = base_model if base_model is not None else config.base_model
+    where = f"{source}: its heads were trained on {config.base_model}"
+    if isinstance(base, (str, os.PathLike)):
+        base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config", "output_loading_info")}
+        try:
+            base = AutoModelForCausalLM.from_pretrained(str(base), **base_kwargs)
+        except OSError as err:
+            raise ValueError(f"{where}, which could not be loaded ({err}). Pass the base model's path as "
+                             "base_model=... (from_pretrained) and load again.") from None
+    if config.base_fingerprint and weights_fingerprint(base) != config.base_fingerprint:
+        raise ValueError(f"{where} (weights fingerprint {config.base_fingerprint}), and the base model given has other "
+                         f"weights (fingerprint {weights_fingerprint(base)}). Load the heads onto the model they were "
+                         "trained on, or train heads for this one.")
+    model = cls.from_causal_lm(base, **{key: getattr(config, key) for key in HEAD_FIELDS})
+    model.freeze_trunk(config.base_model, config.base_fingerprint)
+    load_heads(model, source)
+    model.heads_are_fresh = False
+    return model.eval()
+
+
 def load_heads(model: torch.nn.Module, source, **kwargs) -> None:
-    """Load Q, target-Q and V heads saved by `save_adapter_checkpoint` into `model`."""
+    """Load the heads saved by `save_adapter_checkpoint` or `save_heads_checkpoint` into `model`."""
     path = cached_file(str(source), HEADS_WEIGHTS, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
     weights = load_file(path)
     expected = {k for k in model.state_dict() if k.split(".")[0] in HEAD_MODULES}

@@ -13,7 +13,7 @@ from .heads import default_hidden_features
 HEAD_TYPES = ("tied", "untied")
 
 # Settings that shape the saved weights: a checkpoint cannot be loaded with other values.
-STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads", "head_hidden_size")
+STRUCTURAL_FIELDS = ("head_type", "num_q_heads", "target_heads", "head_hidden_size", "behavior_adapter")
 # Settings of decoding only: safe to override when loading.
 DECODING_FIELDS = ("beta", "advantage_clip", "guidance_top_k", "guidance_top_p")
 HEAD_FIELDS = STRUCTURAL_FIELDS + DECODING_FIELDS
@@ -46,6 +46,12 @@ class ILQLHeadsConfig(PreTrainedConfig):
         guidance_top_k: compute Q only for the base policy's top-k tokens (others are dropped);
             `0` guides over the full vocabulary.
         guidance_top_p: nucleus filter applied inside the top-k before guidance (`1.0` keeps all).
+        behavior_adapter: add a behaviour head, `logits + W_E g(h) + b` (starting at zero), trained by
+            the BC term so that the guided rule's `pi_beta` is the data's policy when the trunk is frozen
+            and its own LM head is not (docs/design.md, section 3: Heads).
+        base_model: set on a heads-only checkpoint (the trunk was frozen, e.g. trained on a feature
+            cache): the hub id or path of the base causal LM its heads read; `from_pretrained` loads the
+            base from it and refuses another. `base_fingerprint`: a digest of that base's weights.
 
     Example:
         ```python
@@ -72,6 +78,9 @@ class ILQLHeadsConfig(PreTrainedConfig):
     advantage_clip: float = 10.0
     guidance_top_k: int = 50
     guidance_top_p: float = 1.0
+    behavior_adapter: bool = False
+    base_model: str | None = None
+    base_fingerprint: str | None = None
 
     def __post_init__(self, **kwargs):
         if SubConfigSpec is None and not isinstance(self.text_config, PreTrainedConfig):
@@ -152,4 +161,5 @@ _CHECKS = {
     "advantage_clip": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
     "guidance_top_k": (lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0 = full vocabulary)"),
     "guidance_top_p": (lambda v: _is_number(v) and 0.0 < v <= 1.0, "must be in (0, 1]"),
+    "behavior_adapter": (lambda v: isinstance(v, bool), "must be true or false"),
 }

@@ -24,12 +24,15 @@ from ..compat import CACHE_KEY, output_cache, pop_cache, slice_logits_to_keep
 from ..ops.guidance import guided_scores
 from ..ops.vocab import ProjectedLogits
 from .adapters import (
+    HEADS_WEIGHTS,
     HUB_KWARGS,
     adapter_config_file,
     from_adapter_checkpoint,
+    from_heads_checkpoint,
     is_peft_model,
     load_heads,
     save_adapter_checkpoint,
+    save_heads_checkpoint,
 )
 from .configuration import (
     DECODING_FIELDS,
@@ -40,7 +43,7 @@ from .configuration import (
 from .gguf import drop_gguf_quantization
 from .heads import StackedTiedQHeads, TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .model_files import check_model_source, check_safetensors_files, check_saved_heads
-from .policy_logits import PolicyLogits
+from .policy_logits import PolicyLogits, linear_output_layer
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
 _HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code", "gguf_file")
@@ -123,9 +126,13 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         )
         self.target_q_heads = self._copy_of_q_heads() if config.target_heads else None
         self.v_head = ValueHead(hidden_size, config.head_hidden_size)
+        # pi_beta's correction when the trunk (and its LM head) is frozen: logits + W_E g(h) + b
+        self.behavior_head = (TiedQHead(hidden_size, vocab_size, config.head_hidden_size)
+                              if config.behavior_adapter else None)
         dtype = next(pretrained_model.parameters()).dtype
-        for module in (self.q_heads, self.v_head):
-            module.to(dtype=dtype)
+        for module in (self.q_heads, self.v_head, self.behavior_head):
+            if module is not None:
+                module.to(dtype=dtype)
         self._base_accepts_logits_to_keep = "logits_to_keep" in inspect.signature(
             _unwrap_peft(pretrained_model).forward  # a PEFT model passes its keyword arguments on
         ).parameters
@@ -183,6 +190,11 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         config = kwargs.pop("config", None)
         if config is None:
             config = AutoConfig.from_pretrained(source, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+        if isinstance(config, ILQLHeadsConfig) and config.base_model and os.path.isdir(source) \
+                and os.path.isfile(os.path.join(source, HEADS_WEIGHTS)):
+            model = from_heads_checkpoint(cls, source, config, kwargs.pop("base_model", None), **kwargs)
+            apply_head_settings(model.config, head_kwargs, where)
+            return model
         if isinstance(config, ILQLHeadsConfig):
             apply_head_settings(config, head_kwargs, where)
             return_info = kwargs.pop("output_loading_info", False)
@@ -203,6 +215,9 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
                                  "with huggingface_hub.upload_folder.")
             return save_adapter_checkpoint(self, save_directory, state_dict,
                                            is_main_process=kwargs.get("is_main_process", True))
+        if self.config.base_model:  # a frozen trunk: the heads only, naming their base
+            return save_heads_checkpoint(self, save_directory, state_dict,
+                                         is_main_process=kwargs.get("is_main_process", True))
         return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
 
     # ---------------------------------------------------------------- PEFT on the trunk
@@ -247,6 +262,24 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
         super().tie_weights(missing_keys, recompute_mapping=False)
 
+    def freeze_trunk(self, base_model: str, fingerprint: str | None = None) -> AutoModelForCausalLMWithILQLHeads:
+        """Freeze the trunk (its LM head included) and make the model a heads-only one: it saves its heads
+        and settings only, naming `base_model` (a hub id or path) and its weights' `fingerprint`, and
+        loading it reads the base from there (see `from_heads_checkpoint`)."""
+        if self.has_peft_adapter:
+            raise ValueError("freeze_trunk: the trunk has a PEFT adapter; a frozen trunk trains no adapter. "
+                             "Merge it first (merge_and_unload) and save that as the base model.")
+        self.pretrained_model.requires_grad_(False)
+        self.config.base_model = str(base_model)
+        self.config.base_fingerprint = fingerprint
+        return self
+
+    def behavior_logits(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """pi_beta's scores: the LM's `logits` plus the behaviour head's correction (when it has one)."""
+        if self.behavior_head is None:
+            return logits
+        return logits + self.behavior_head(hidden, self.get_output_embeddings().weight).to(logits.dtype)
+
     def _init_weights(self, module):
         if isinstance(module, (TiedQHead, UntiedQHead, ValueHead)):
             std = getattr(self.config.text_config, "initializer_range", 0.02)
@@ -261,7 +294,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def reset_heads(self) -> None:
         """Re-initialise Q and V heads and copy Q into the targets."""
-        for module in (*self.q_heads, self.v_head):
+        behavior = () if self.behavior_head is None else (self.behavior_head,)
+        for module in (*self.q_heads, self.v_head, *behavior):
             for layer in module.mlp:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
@@ -368,6 +402,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         action_mask: torch.Tensor | None = None,
         compute_q_logits: bool = True,
         full_logits: bool = False,
+        trunk_hidden_states: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | ILQLOutput:
         """`cache` is the KV cache (`past_key_values` before transformers 5.24; either name works).
@@ -379,6 +414,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         Training (`action_mask` [B, T] given): returns an [`ILQLOutput`]; `compute_q_logits=False`
         skips the vocabulary-wide Q used only by the CQL term; `full_logits=True` materializes the
         LM's logits at every position instead of keeping them factored at the action states.
+        `trunk_hidden_states` [B, T, h]: the frozen trunk's last hidden states for these tokens (from a
+        feature cache); the trunk is then not run at all.
         """
         kwargs.pop("return_dict", None)
         kwargs.pop("output_hidden_states", None)
@@ -388,16 +425,20 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_KEY: cache,
                   "inputs_embeds": inputs_embeds, "labels": labels, "use_cache": use_cache, **kwargs}
         if action_mask is not None:
+            if trunk_hidden_states is not None:
+                return self._cached_training_outputs(input_ids, trunk_hidden_states, action_mask, compute_q_logits)
             return self._training_outputs(inputs, action_mask, compute_q_logits, full_logits)
 
         if self._base_accepts_logits_to_keep:
             inputs["logits_to_keep"] = logits_to_keep
         out = self.pretrained_model(**inputs, output_hidden_states=True, return_dict=True)
         logits = out.logits
-        if self.config.beta != 0:
+        if self.config.beta != 0 or self.behavior_head is not None:
             hidden = out.hidden_states[-1]  # [B, T, h], after the final norm
             kept = slice_logits_to_keep(hidden, logits_to_keep) if self._base_accepts_logits_to_keep else hidden
-            logits = self.guide(logits, kept, inplace=True).to(logits.dtype)  # the LM's own logits: reused
+            logits = self.behavior_logits(logits, kept)
+            if self.config.beta != 0:
+                logits = self.guide(logits, kept, inplace=True).to(logits.dtype)  # the LM's own logits: reused
         return CausalLMOutputWithPast(
             loss=out.loss,
             logits=logits,
@@ -409,8 +450,45 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
     def _training_outputs(self, inputs, action_mask, compute_q_logits, full_logits) -> ILQLOutput:
         steps = action_mask[:, 1:].bool()  # [B, T-1]: the N action states
         out, hidden, policy_logits = self._policy_logits(self.pretrained_model, steps, full_logits, **inputs)
+        if self.behavior_head is not None:
+            policy_logits = self._behavior_policy_logits(hidden[:, :-1][steps], policy_logits)
+        return self._head_outputs(inputs["input_ids"], hidden, steps, compute_q_logits, policy_logits,
+                                  out.logits, output_cache(out))
+
+    def _cached_training_outputs(self, input_ids, hidden, action_mask, compute_q_logits) -> ILQLOutput:
+        """The training outputs from the frozen trunk's cached hidden states: only the heads run."""
+        steps = action_mask[:, 1:].bool()
+        hidden = hidden.to(self.v_head.mlp[0].weight.dtype)
+        states = hidden[:, :-1][steps]  # [N, h]
+        head = linear_output_layer(self.pretrained_model)
+        if head is None:
+            raise ValueError(f"{type(self.pretrained_model).__name__}'s logits are not a plain linear map of its last "
+                             "hidden state (a soft-capped or scaled output), so they cannot be computed from cached "
+                             "hidden states: train this model without feature_cache.")
+        policy_logits = ProjectedLogits(states, head.weight.detach(), None if head.bias is None else head.bias.detach())
+        if self.behavior_head is not None:
+            policy_logits = self._behavior_policy_logits(states, policy_logits)
+        return self._head_outputs(input_ids, hidden, steps, compute_q_logits, policy_logits, None, None)
+
+    def _behavior_policy_logits(self, states: torch.Tensor, logits: ProjectedLogits | torch.Tensor):
+        """pi_beta's scores at the action states [N, V]: the LM's plus the behaviour head's, kept factored
+        (one projection over [h, g(h)] when the LM's are factored; W_E stays fixed)."""
+        head = self.behavior_head
+        g = head.features(states)
+        embedding = self.get_output_embeddings().weight.detach()
+        if not isinstance(logits, ProjectedLogits):
+            return logits + head.scores(g, embedding).to(logits.dtype)
+        if logits.weight is embedding or logits.weight.data_ptr() == embedding.data_ptr():  # a tied LM head
+            features, weight = logits.features + g.to(logits.features.dtype), logits.weight
+        else:
+            features = torch.cat([logits.features, g.to(logits.features.dtype)], dim=-1)
+            weight = torch.cat([logits.weight, embedding.to(logits.weight.dtype)], dim=-1)
+        bias = head.bias if logits.bias is None else head.bias + logits.bias
+        return ProjectedLogits(features, weight, bias)
+
+    def _head_outputs(self, input_ids, hidden, steps, compute_q_logits, policy_logits, logits, cache) -> ILQLOutput:
         states = hidden[:, :-1]  # [B, T-1, h]: the state each next token is chosen in
-        actions = inputs["input_ids"][:, 1:, None]  # [B, T-1, 1]
+        actions = input_ids[:, 1:, None]  # [B, T-1, 1]
         embedding = self.get_output_embeddings().weight
         features = [head.features(states) for head in self.q_heads]  # computed once per head
         q_values = torch.stack(
@@ -424,14 +502,14 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         if compute_q_logits:  # [N, V] per head, factored: the CQL loss computes it chunk by chunk
             q_logits = tuple(head.projected(f[steps], embedding) for head, f in zip(self.q_heads, features))
         return ILQLOutput(
-            logits=out.logits,  # [B, 1, V] when factored: kept so that DDP sees the output layer used
+            logits=logits,  # [B, 1, V] when factored: kept so that DDP sees the output layer used
             q_values=q_values,
             target_q_values=target_q_values,
             v_values=self.v_head(hidden),  # [B, T]
             q_logits=q_logits,
             policy_logits=policy_logits,
             hidden_states=hidden,
-            **{CACHE_KEY: output_cache(out)},
+            **{CACHE_KEY: cache},
         )
 
 

@@ -36,6 +36,7 @@ import torch
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from ..models.adapters import HEADS_WEIGHTS
 from ..models.model_files import check_safetensors_files, saved_shapes
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ TRAINING_ARGS_JSON = "training_args.json"
 RUN_FINGERPRINT = "lmrl_run.json"
 # files and folders whose presence at the top of an output_dir mean a run already wrote there
 RUN_OUTPUTS = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-               "train_summary.json", RUN_FINGERPRINT)
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+               HEADS_WEIGHTS, "train_summary.json", RUN_FINGERPRINT)
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", HEADS_WEIGHTS)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 

@@ -12,11 +12,13 @@ another head type than a given model has is an error, never a silent rebuild.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel
 
 from ..models import AutoModelForCausalLMWithILQLHeads
+from ..models.adapters import load_heads, weights_fingerprint
 from ..models.configuration import (
     DECODING_FIELDS,
     HEAD_TYPES,
@@ -26,10 +28,11 @@ from ..models.configuration import (
     check_head_settings,
 )
 from .base import LMRLConfig, LMRLTrainer, check_ranges
+from .feature_cache import CachedFeaturesCollator, build_feature_cache
 
 logger = logging.getLogger(__name__)
 
-HEAD_SETTINGS = ("head_type", "head_hidden_size", *DECODING_FIELDS)  # the model-owned settings a trainer config can override
+HEAD_SETTINGS = ("head_type", "head_hidden_size", "behavior_adapter", *DECODING_FIELDS)  # the model-owned settings a trainer config can override
 
 
 @dataclass
@@ -53,6 +56,11 @@ class ValueLearningConfig(LMRLConfig):
         bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
             behaviour policy pi_beta, which guided decoding reweights.
         pessimistic_init: fresh Q and V heads start at the lowest episode return in the data.
+        feature_cache: train on a frozen trunk: its last hidden states are computed once into this folder
+            (or read from it when it holds a cache of the same model, tokenizer and data), and each step
+            runs the heads only. The checkpoint holds the heads and names the base model.
+        behavior_adapter: with a frozen trunk, a behaviour head trained by the BC term makes pi_beta the
+            data's policy rather than the base model's (fresh heads only).
 
     Example:
         ```python
@@ -103,6 +111,20 @@ class ValueLearningConfig(LMRLConfig):
         metadata={"help": "Start fresh Q and V heads at the lowest episode return in the data (if below 0), so "
                   "tokens the data never takes are not valued above the ones it does."},
     )
+    feature_cache: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the frozen trunk's cached hidden states: built there on the first run (a stopped "
+                  "build resumes), reused after; the trunk never trains and the checkpoint holds only the heads, "
+                  "naming the base model. None: the trunk trains with the heads."},
+    )
+    behavior_adapter: bool | None = field(
+        default=None,
+        metadata={"help": "Add a behaviour head (logits + W_E g(h) + b) trained by the BC term, so that pi_beta is the "
+                  "data's policy when the trunk is frozen. None: the model's (False when fresh)."},
+    )
+    feature_cache_batch_tokens: int = field(
+        default=8192, metadata={"help": "Padded tokens per forward pass while building the feature cache."}
+    )
     guidance_top_p: float | None = field(
         default=None,
         metadata={"help": "Nucleus filter of the base policy inside the top-k, in (0, 1] (1.0 keeps all). None: the "
@@ -117,7 +139,15 @@ class ValueLearningConfig(LMRLConfig):
             "reward_scale": (lambda v: 0.0 < v < float("inf"), "a finite number > 0"),
             "cql_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns CQL off)"),
             "bc_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns BC off)"),
+            "feature_cache_batch_tokens": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         })
+        if self.feature_cache and self.bc_weight > 0 and not self.behavior_adapter:
+            raise ValueError(
+                f"{type(self).__name__}: feature_cache freezes the trunk, so the BC term (bc_weight {self.bc_weight}) "
+                "would train nothing. Set bc_weight: 0 (pi_beta is the base model) or behavior_adapter: true "
+                "(a behaviour head learns the data's policy).")
+        if self.behavior_adapter and not self.feature_cache and self.bc_weight > 0:
+            logger.info("behavior_adapter with a trained trunk: the BC term trains the trunk and the behaviour head.")
 
     def head_kwargs(self) -> dict:
         """The head and decoding settings this config sets (those left at `None` are not included)."""
@@ -136,9 +166,28 @@ class ValueHeadsTrainer(LMRLTrainer):
 
     def _load_model(self, model_id: str, args: ValueLearningConfig) -> PreTrainedModel:
         structural = {k: v for k, v in args.head_kwargs().items() if k in STRUCTURAL_FIELDS}
+        self._model_id = model_id
         return AutoModelForCausalLMWithILQLHeads.from_pretrained(model_id, **structural, **args.load_kwargs())
 
     def _prepare_model(self, model, args: ValueLearningConfig):
+        model = self._with_heads(model, args)
+        if args.feature_cache:
+            self._freeze_trunk(model)
+            self._frozen_trunk, self._feature_caches = model, {}
+        return model
+
+    def _freeze_trunk(self, model) -> None:
+        if model.config.base_model:  # already heads-only (e.g. resumed): its base is named and checked
+            model.pretrained_model.requires_grad_(False)
+            return
+        trunk = model.pretrained_model
+        name = getattr(self, "_model_id", None) or getattr(trunk, "name_or_path", None) or trunk.config._name_or_path
+        if not name:
+            raise ValueError("feature_cache: the model was built in memory, so the heads-only checkpoint could not name "
+                             "its base. Save the causal LM first and pass its path as the model.")
+        model.freeze_trunk(name, weights_fingerprint(trunk))
+
+    def _with_heads(self, model, args: ValueLearningConfig):
         where = type(args).__name__
         if not isinstance(model, AutoModelForCausalLMWithILQLHeads):  # a plain causal LM: fresh heads
             return AutoModelForCausalLMWithILQLHeads.from_causal_lm(
@@ -159,9 +208,41 @@ class ValueHeadsTrainer(LMRLTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = self.model if model is None else model
+        if model.config.base_model:  # heads-only
+            return load_heads(model, resume_from_checkpoint)
         if not model.has_peft_adapter:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         model.load_adapter_checkpoint(resume_from_checkpoint)
+
+    def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
+        dataset = super()._prepare_episodes(dataset, tokenizer, args, train)
+        if dataset is None or not args.feature_cache:
+            return dataset
+        folder = Path(args.feature_cache) / ("train" if train else "eval")
+        model = self._frozen_trunk
+        cache = build_feature_cache(model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
+                                    batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm)
+        cache.check(model_fingerprint=model.config.base_fingerprint)
+        self._feature_caches[train] = cache
+        return dataset.add_column("cache_row", list(range(len(dataset))))
+
+    def _setup_trainer(self, model, args, train_dataset, eval_dataset, processing_class, data_collator=None, **kwargs):
+        super()._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
+        if args.feature_cache:
+            dtype = self.model.v_head.mlp[0].weight.dtype
+            self.data_collator = CachedFeaturesCollator(self.data_collator, self._feature_caches[True], dtype)
+            if eval_dataset is not None:
+                self._eval_collator = CachedFeaturesCollator(self.data_collator.collator, self._feature_caches[False],
+                                                             dtype)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if getattr(self, "_eval_collator", None) is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self._eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
 
     def _initialize_from_data(self, model, train_dataset, args) -> None:
         if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
@@ -173,4 +254,5 @@ class ValueHeadsTrainer(LMRLTrainer):
             "action_mask": inputs["action_mask"],
             "compute_q_logits": self.args.cql_weight > 0,
             "full_logits": self.args.loss_chunk_size == 0,
+            **({"trunk_hidden_states": inputs["trunk_hidden_states"]} if "trunk_hidden_states" in inputs else {}),
         }
