@@ -39,26 +39,30 @@ def decode_variants(base: nn.Module, guided: AutoModelForCausalLMWithILQLHeads,
     """name -> (label, a call that decodes the batch `prompt` [b, T]); `narrow`: the model with a smaller
     head shape (`head_hidden_size` = h/4), decoded on the top-k fast path too."""
 
-    def decode(model: nn.Module, top_k: int | None = None, **kwargs) -> None:
-        if top_k is not None:  # a decoding setting: safe to switch between calls
-            model.config.guidance_top_k = top_k
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0, **kwargs)
-        assert out.shape[1] == prompt.shape[1] + new_tokens
-
     def steered() -> None:
-        decode(base, logits_processor=[ValueGuidedLogitsProcessor(value_model, guidance_top_k=guidance_top_k)])
+        decode(base, prompt, new_tokens,
+               logits_processor=[ValueGuidedLogitsProcessor(value_model, guidance_top_k=guidance_top_k)])
 
     variants = {
-        "plain": ("plain generate()", lambda: decode(base)),
-        "top_k": (f"guided, top-{guidance_top_k} fast path", lambda: decode(guided, guidance_top_k)),
-        "full": ("guided, full vocabulary", lambda: decode(guided, 0)),
+        "plain": ("plain generate()", lambda: decode(base, prompt, new_tokens)),
+        "top_k": (f"guided, top-{guidance_top_k} fast path", lambda: decode(guided, prompt, new_tokens, guidance_top_k)),
+        "full": ("guided, full vocabulary", lambda: decode(guided, prompt, new_tokens, 0)),
         "steered": ("frozen LM + ValueGuidedLogitsProcessor (smaller value model)", steered),
         "rule_only": (f"floor of the rule: plain generate() + top-{guidance_top_k} guidance rule, no heads (Q = V = 0)",
-                      lambda: decode(base, logits_processor=[RuleOnly(guidance_top_k)])),
+                      lambda: decode(base, prompt, new_tokens, logits_processor=[RuleOnly(guidance_top_k)])),
     }
     if narrow is not None:
         width = narrow.config.head_hidden_size
         variants["narrow"] = (f"guided, top-{guidance_top_k} fast path, narrow heads (head_hidden_size={width} = h/4)",
-                              lambda: decode(narrow, guidance_top_k))
+                              lambda: decode(narrow, prompt, new_tokens, guidance_top_k))
     return variants
+
+
+def decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int, top_k: int | None = None, **kwargs) -> None:
+    """Greedy `generate()` of exactly `new_tokens` tokens after the batch `prompt` [b, T] (EOS off);
+    `top_k`: the guided model's `guidance_top_k` for this call (a decoding setting: safe to switch)."""
+    if top_k is not None:
+        model.config.guidance_top_k = top_k
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0, **kwargs)
+    assert out.shape[1] == prompt.shape[1] + new_tokens

@@ -16,17 +16,20 @@ MIB = 2**20
 
 @dataclass
 class Target:
-    """A target on a row: `on` ("ratio", "memory_ratio") must be <= `limit`."""
+    """A target on a row: `on` ("ratio", "memory_ratio", or "value", the row's own figure) must be <= `limit`
+    (>= with `at_least`)."""
 
     on: str
     limit: float
+    at_least: bool = False
 
     def describe(self, row: Row, judge: bool) -> str:
-        name = {"ratio": "time" if row.unit == "tok/s" else "params", "memory_ratio": "memory"}[self.on]
-        text = f"{name} <= {self.limit:g}"
+        name = {"ratio": "time" if row.unit == "tok/s" else "params", "memory_ratio": "memory", "value": row.unit}
+        text = f"{name[self.on]} {'>=' if self.at_least else '<='} {self.limit:g}"
         value = getattr(row, self.on)
         if judge and value is not None:
-            text += " (met)" if value <= self.limit else " (MISSED)"
+            met = value >= self.limit if self.at_least else value <= self.limit
+            text += " (met)" if met else " (MISSED)"
         return text
 
 
@@ -39,7 +42,7 @@ class Row:
     section: str
     variant: str
     value: float
-    unit: str  # "tok/s" or "params"
+    unit: str  # "tok/s", "params" or "bytes/token"
     ratio: float | None = None
     seconds: float | None = None  # median time per call
     memory: int | None = None  # peak of one training step
@@ -52,6 +55,8 @@ class Row:
     def markdown(self, judge: bool) -> str:
         if self.unit == "params":
             value = f"{int(self.value):,}"
+        elif self.unit == "bytes/token":
+            value = f"{self.value:,.1f} bytes/token"
         else:
             value = f"{self.value:,.1f} tok/s ({self.seconds * 1e3:,.0f} ms)"
         cells = [

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from . import train
 from .decode import decode_variants
+from .feature_cache import run_feature_cache
 from .measure import (
     MEMORY_METHOD,
     interleaved,
@@ -37,7 +38,10 @@ NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmr
         "the per-round ratio, with its 95% bootstrap interval over the rounds (the machine's noise); for parameters, "
         "added parameters / the base model's. Targets are judged on the median. tok/s and ms: medians. "
         "memory ratio: peak / BC's peak. fwd+bwd memory: the most the forward and backward held above the weights "
-        "and optimizer state (activations, logits, gradients), where the loss implementation shows.")
+        "and optimizer state (activations, logits, gradients), where the loss implementation shows. "
+        "feature-cache rows: build / plain inference time; epoch: / the LoRA epoch's time (and LoRA / cached, "
+        "target >= 50); size: bytes per token / the hidden states' own (hidden size x dtype bytes); decode: / plain "
+        "generate() of the same base.")
 
 
 def progress(message: str) -> None:
@@ -241,7 +245,8 @@ def lora_shape_rows(shape: ModelShape, work: Workload, device: torch.device) -> 
                              device)[0]
 
 
-def run(plan: Plan, device: torch.device) -> list[Row]:
+def run(plan: Plan, device: torch.device, notes: list[str] | None = None) -> list[Row]:
+    """Every row of the plan; what was skipped, and why, is appended to `notes`."""
     rows = []
     for shape in plan.shapes:
         rows += bench_shape(shape, plan.workload, device, compare_chunking=shape is plan.scaling_shape)
@@ -251,19 +256,31 @@ def run(plan: Plan, device: torch.device) -> list[Row]:
     for shape in plan.lora_shapes:
         gc.collect()
         rows += lora_shape_rows(shape, plan.workload, device)
+    if plan.feature_cache is not None:
+        gc.collect()
+        cached, note = run_feature_cache(plan.feature_cache, plan.workload, device, progress)
+        rows += cached
+        if note is not None:
+            progress(note)
+            if notes is not None:
+                notes.append(note)
     return rows
 
 
 def only(plan: Plan, names: list[str]) -> Plan:
-    """The plan restricted to the shapes named (the scaling rows go with the plan's scaling shape)."""
+    """The plan restricted to the shapes named (the scaling rows go with the plan's scaling shape;
+    "feature-cache": the feature cache's rows)."""
     known = [s.name for s in (*plan.shapes, *plan.lora_shapes)]
+    if plan.feature_cache is not None:
+        known.append(plan.feature_cache.name)
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ValueError(f"--shape {', '.join(unknown)}: no such shape in the {plan.mode} plan; choose from "
                          f"{', '.join(known)}.")
     shapes = tuple(s for s in plan.shapes if s.name in names)
     return replace(plan, shapes=shapes, lora_shapes=tuple(s for s in plan.lora_shapes if s.name in names),
-                   scaling=plan.scaling and bool(plan.shapes) and plan.scaling_shape in shapes)
+                   scaling=plan.scaling and bool(plan.shapes) and plan.scaling_shape in shapes,
+                   feature_cache=plan.feature_cache if plan.feature_cache and plan.feature_cache.name in names else None)
 
 
 def main(quick: bool = False, threads: int | None = None, device: str | None = None,
@@ -283,18 +300,22 @@ def main(quick: bool = False, threads: int | None = None, device: str | None = N
               f"torch {info['torch']}, transformers {info['transformers']}, {info['cpu_count']} CPUs, torch threads "
               f"{info['torch_threads']}, load avg {load_start:.1f} at start. Command: {command}")
     print(header, flush=True)
-    for shape in (*plan.shapes, *plan.lora_shapes):
-        print(f"- {shape.describe()}")
-    rows = run(plan, device)
+    described = [s.describe() for s in (*plan.shapes, *plan.lora_shapes)]
+    if plan.feature_cache is not None:
+        described.append(plan.feature_cache.describe())
+    for line in described:
+        print(f"- {line}")
+    notes: list[str] = []
+    rows = run(plan, device, notes)
     seconds = time.perf_counter() - start
     footer = (f"Peak memory: {MEMORY_METHOD[device.type]}. Total runtime {seconds:.0f} s; load avg "
               f"{load_average():.1f} at the end.")
-    print("", table(rows, judge=plan.targets_judged), "", NOTE, footer, sep="\n")
+    print("", table(rows, judge=plan.targets_judged), "", NOTE, *(f"Note: {n}" for n in notes), footer, sep="\n")
     output = Path(output or f"benchmarks/results/bench{'.quick' if quick else ''}.json")
     write_json(output, {"mode": plan.mode, "command": command, "header": header, "footer": footer, "note": NOTE,
                         "machine": info, "memory_method": MEMORY_METHOD[device.type], "runtime_s": round(seconds, 1),
                         "load_avg": [load_start, load_average()],
-                        "shapes": [s.describe() for s in (*plan.shapes, *plan.lora_shapes)]},
+                        "shapes": described, "notes": notes},
                rows)
     print(f"results: {output}")
     return 0

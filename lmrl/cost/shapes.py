@@ -66,6 +66,28 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class FeatureCacheBench:
+    """The feature cache's rows (lmrl/cost/feature_cache.py), selected with `--shape feature-cache`:
+    `model` is an `lmrl fetch-model` name (fetched when missing) or "tiny" (a tiny GPT-2 built on the chats);
+    `shape` names it in the table."""
+
+    model: str
+    shape: str
+    rows: int  # negotiation-like chats built in code
+    batch_size: int  # per_device_train_batch_size of the epochs
+    build_repeats: int  # rounds of build vs plain inference
+    train_repeats: int  # rounds of one training step of each variant
+    decode_runs: tuple[tuple[int, int], ...]  # (batch size, rounds)
+    max_length: int = 256
+    name: str = "feature-cache"
+
+    def describe(self) -> str:
+        model = "a tiny GPT-2 built on the chats" if self.model == "tiny" else f"`lmrl fetch-model {self.model}`"
+        return (f"{self.name}: {self.shape} ({model}) on {self.rows} chats, batch {self.batch_size}; build rounds "
+                f"{self.build_repeats}, train rounds {self.train_repeats}, decode (batch, rounds) {self.decode_runs}")
+
+
+@dataclass(frozen=True)
 class Plan:
     mode: str
     shapes: tuple[ModelShape, ...]
@@ -75,6 +97,7 @@ class Plan:
     # decode plain / guided, and training steps with a LoRA adapter (BC vs ILQL), as users train them
     lora_shapes: tuple[ModelShape, ...] = ()
     scaling: bool = True  # the vocabulary / length scaling rows, on the last of `shapes`
+    feature_cache: FeatureCacheBench | None = None  # the feature cache's rows
 
     @property
     def scaling_shape(self) -> ModelShape:
@@ -97,6 +120,9 @@ FULL = Plan(
     Workload(prompt_len=8, new_tokens=16, decode_runs=((1, 15), (32, 7)), train_batch=1, train_len=128,
              train_repeats=5, scaling_vocabs=(8192, 32768, 128256), scaling_lengths=(128, 1024), scaling_repeats=3),
     lora_shapes=(SMOLLM2,),
+    # SmolLM2 on a 2-core CPU: about 100 tokens a chat; a pass over the 16 chats takes 10-20 s
+    feature_cache=FeatureCacheBench("smollm2", SMOLLM2.name, rows=16, batch_size=4, build_repeats=3, train_repeats=3,
+                                    decode_runs=((1, 15), (32, 7))),
 )
 QUICK = Plan(
     "quick",
@@ -108,4 +134,6 @@ QUICK = Plan(
     targets_judged=False,
     lora_shapes=(ModelShape("llama-tiny-lora", "llama", 64, 2, 2, 2048, value_hidden_size=32, value_num_layers=1,
                             num_kv_heads=1, intermediate_size=128),),
+    feature_cache=FeatureCacheBench("tiny", "gpt2-tiny-cached", rows=24, batch_size=4, build_repeats=2,
+                                    train_repeats=2, decode_runs=((1, 2), (4, 2))),
 )

@@ -26,8 +26,11 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
     ([`ILQLHeadsConfig`]); one left at `None` is read from `value_model.config`.
 
     Args:
-        value_model ([`AutoModelForCausalLMWithILQLHeads`]): the trained value model.
-        beta (`float`, *optional*): guidance strength, finite and `>= 0` (`0` leaves the scores as they are).
+        value_model ([`AutoModelForCausalLMWithILQLHeads`]): the trained value model. One with a behaviour head
+            (heads trained on the frozen LM's cached features with `behavior_adapter`) first adds that
+            head's correction to the scores, so that `pi_beta` is the data's policy, as its own `generate()` does.
+        beta (`float`, *optional*): guidance strength, finite and `>= 0` (`0` leaves the scores as they are,
+            apart from a behaviour head's correction).
         advantage_clip (`float`, *optional*): `c` above, `> 0`.
         guidance_top_k (`int`, *optional*): guide only the frozen LM's top-k tokens (others get `-inf`);
             `0` guides the full vocabulary.
@@ -139,17 +142,19 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.beta == 0:
-            return scores
         model = self.value_model
+        if self.beta == 0 and model.behavior_head is None:
+            return scores
         self._advance(input_ids.to(model.device))
         hidden = self._hidden
         vocab = model.get_output_embeddings().weight.shape[0]
         usable = scores[..., :vocab].to(model.device)  # ids the value model has no row for are dropped
-        guided = model.guide(
+        usable = model.behavior_logits(usable, hidden)  # a behaviour head's correction of pi_beta, if it has one
+        guided = usable if self.beta == 0 else model.guide(
             usable, hidden, beta=self.beta, advantage_clip=self.advantage_clip, guidance_top_k=self.guidance_top_k,
             guidance_top_p=self.guidance_top_p,
-        ).to(scores.device, scores.dtype)
+        )
+        guided = guided.to(scores.device, scores.dtype)
         if scores.shape[-1] > vocab:
             guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)
         return guided

@@ -207,8 +207,21 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         base = AutoModelForCausalLM.from_pretrained(source, *model_args, config=config, **kwargs)
         return cls.from_causal_lm(base, **head_kwargs)
 
-    def save_pretrained(self, save_directory, *args, state_dict: dict | None = None, **kwargs):
-        """Save weights and settings; with a PEFT trunk, the adapter and the heads (see `adapters`)."""
+    def save_pretrained(self, save_directory, *args, state_dict: dict | None = None, heads_only: bool | None = None,
+                        **kwargs):
+        """Save weights and settings; with a PEFT trunk, the adapter and the heads (see `adapters`). A frozen
+        trunk (`config.base_model` set) saves the heads only, unless `heads_only=False`, which writes a whole
+        checkpoint (base weights included, no base named), e.g. to serve with vLLM."""
+        if heads_only is False and self.config.base_model:
+            base, fingerprint = self.config.base_model, self.config.base_fingerprint
+            self.config.base_model = self.config.base_fingerprint = None
+            try:
+                return self.save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+            finally:
+                self.config.base_model, self.config.base_fingerprint = base, fingerprint
+        if heads_only and not self.config.base_model:
+            raise ValueError("heads_only=True: this model's trunk is not frozen (freeze_trunk names the base model "
+                             "that a heads-only checkpoint loads from).")
         if self.has_peft_adapter:
             if kwargs.get("push_to_hub"):
                 raise ValueError("push_to_hub is not supported for a PEFT trunk: save to a folder, then upload it "

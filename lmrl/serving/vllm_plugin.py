@@ -72,6 +72,12 @@ class LMRLILQLForCausalLM(nn.Module):
                 "AutoModelForCausalLMWithILQLHeads.from_pretrained(folder).merge_and_unload().save_pretrained(out), "
                 "then serve `out`."
             )
+        if getattr(config, "base_model", None) and not any(folder.glob("model*.safetensors")):
+            raise ValueError(
+                f"{folder} holds heads only (trained on a frozen {config.base_model}). Write a whole checkpoint "
+                "first: AutoModelForCausalLMWithILQLHeads.from_pretrained(folder).save_pretrained(out, "
+                "heads_only=False), then serve `out`."
+            )
         if get_tensor_model_parallel_world_size() > 1 or get_pp_group().world_size > 1:
             raise ValueError("lmrl's guided model runs on one device: start vLLM with tensor_parallel_size=1 and "
                              "pipeline_parallel_size=1 (the Q/V heads are not sharded).")
@@ -88,6 +94,9 @@ class LMRLILQLForCausalLM(nn.Module):
             for _ in range(config.num_q_heads)
         )
         self.v_head = ValueHead(hidden_size, config.head_hidden_size)
+        # pi_beta's correction (a behaviour head trained on a frozen trunk): logits + W_E g(h) + b
+        self.behavior_head = (make_q_head("tied", hidden_size, self.vocab_size, config.head_hidden_size)
+                              if getattr(config, "behavior_adapter", False) else None)
         self.make_empty_intermediate_tensors = getattr(self.pretrained_model, "make_empty_intermediate_tensors", None)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -104,9 +113,15 @@ class LMRLILQLForCausalLM(nn.Module):
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         """The guided scores at the states vLLM samples from (`hidden_states` [N, h], after the final norm)."""
         logits = self.pretrained_model.compute_logits(hidden_states)  # [N, V]
-        if logits is None or self.settings["beta"] == 0:
+        if logits is None:
             return logits
         hidden = hidden_states.to(self.v_head.mlp[0].weight.dtype)
+        if self.behavior_head is not None:
+            embedding = self.pretrained_model.lm_head.weight[: self.vocab_size]
+            logits = logits.clone()
+            logits[..., : self.vocab_size] += self.behavior_head(hidden, embedding).to(logits.dtype)
+        if self.settings["beta"] == 0:
+            return logits
         return guided_scores(logits, lambda ids: self.min_q(hidden, ids), self.v_head(hidden), **self.settings
                              ).to(logits.dtype)
 
