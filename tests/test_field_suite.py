@@ -37,6 +37,9 @@ def test_field_suite_is_their_game_their_numbers_and_enumerated_episodes(tier):
             assert recipe["task"] == task.task
             if tier == "gpu":  # GPT-2 small in bf16 (parsed with the CPU swap in the dry run below)
                 assert recipe["model_name_or_path"] == "gpt2" and recipe["bf16"] is True
+            elif name != "wordle" and algo.name in ("mc", "ilql"):  # LMRL-Gym's arrangement: BC is pi_beta
+                assert algo.overrides == {"model_name_or_path": "{run:bc}", "steer_model": "{run:bc}"}
+                assert recipe["bc_weight"] == 0.0
             else:
                 assert parse_recipe(recipe, algo.recipe)[0].tiny_model is not None
     assert tasks["maze_po"].overrides["task_kwargs"]["observation"] == "partial"
