@@ -17,7 +17,7 @@ from lmrl import AutoModelForCausalLMWithILQLHeads, ILQLConfig, ILQLTrainer, enc
 from lmrl.data import prepare_dataset
 from lmrl.fetch import MARKER, FetchError, fetch_model, gguf_path
 
-pytestmark = pytest.mark.slow  # about 2 minutes (3 on a first run): left out of CI's latest and floor jobs
+pytestmark = pytest.mark.slow  # about 4 minutes (5 on a first run): left out of CI's latest and floor jobs
 
 QUESTION = [{"role": "user", "content": "Which door?"}]
 DOORS = {"Red.": 0.0, "Blue.": 1.0, "Green.": 0.0}  # a 3-answer chat bandit: the rare answer is rewarded
@@ -164,3 +164,40 @@ def test_a_recipe_trains_from_the_gguf_file_itself_and_saves_the_weights_it_read
     saved = AutoModelForCausalLMWithILQLHeads.from_pretrained(tmp_path / "ilql").pretrained_model.state_dict()
     for key, value in AutoModelForCausalLM.from_pretrained(smollm2).state_dict().items():
         assert torch.equal(saved[key], value), key
+
+
+def test_heads_trained_on_smollm2s_cached_features_steer_its_chat_replies_and_reload_from_a_heads_only_folder(
+    smollm2, tokenizer, tmp_path
+):
+    """recipes/smollm2/doors_cached_ilql.yaml: SmolLM2 run once over the doors data into a feature cache,
+    ILQL heads and a behaviour head trained on it; the checkpoint is heads only and names its base. Through
+    the chat pipeline the rewarded ' blue' at the recipe's beta, the data's majority ' red' at beta 0."""
+    from pathlib import Path
+
+    from lmrl.api import train
+
+    root = Path(__file__).resolve().parents[1]
+    out, cache = tmp_path / "doors_cached_ilql", tmp_path / "cache"
+    cpu, wall = time.process_time(), time.perf_counter()
+    summary = train(root / "recipes" / "smollm2" / "doors_cached_ilql.yaml", {
+        "output_dir": str(out), "feature_cache": str(cache), "model_name_or_path": str(smollm2),
+        "dataset": str(root / "examples" / "data" / "doors.jsonl"), "disable_tqdm": True})
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(f"SmolLM2 doors on cached features (cache + 10 epochs of heads): {cpu:.0f} s CPU, {wall:.0f} s wall, "
+          f"trainable {summary['trainable_fraction']:.2%}")
+    assert summary["trainable_fraction"] < 0.05
+    assert json.loads((cache / "train" / "feature_cache.json").read_text())["rows"] == 300
+    assert not (out / "model.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["base_model"] == str(smollm2)
+
+    model = AutoModelForCausalLMWithILQLHeads.from_pretrained(out)
+    assert model.config.beta == 8.0 and model.behavior_head is not None
+    chat = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    messages = [{"role": "user", "content": "Pick a door:"}]
+
+    def reply():
+        return chat([messages], max_new_tokens=4, do_sample=False)[0][0]["generated_text"][-1]["content"]
+
+    assert reply() == " blue"  # the rewarded door, rare in the data
+    model.config.beta = 0.0  # pi_beta: SmolLM2's logits plus the behaviour head's
+    assert reply() == " red"  # the data's majority

@@ -155,6 +155,7 @@ def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 @torch.no_grad()
 def _shard_features(model, rows: list[list[int]], pad_id: int, batch_tokens: int, device) -> list[torch.Tensor]:
     hidden: list[torch.Tensor | None] = [None] * len(rows)
+    decoder = _decoder(model)  # its last hidden state only: no logits, no per-layer outputs kept
     accepts_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     for batch in _batches([len(r) for r in rows], batch_tokens):
         length = max(len(rows[i]) for i in batch)
@@ -163,13 +164,25 @@ def _shard_features(model, rows: list[list[int]], pad_id: int, batch_tokens: int
         for j, i in enumerate(batch):
             ids[j, : len(rows[i])] = torch.tensor(rows[i])
             mask[j, : len(rows[i])] = 1
-        extra = {"logits_to_keep": 1} if accepts_keep else {}  # the vocabulary's logits are not stored
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                    return_dict=True, **extra)
-        last = out.hidden_states[-1]
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "return_dict": True}
+        if decoder is not None:
+            last = decoder(**inputs).last_hidden_state
+        else:
+            extra = {"logits_to_keep": 1} if accepts_keep else {}  # the vocabulary's logits are not stored
+            last = model(**inputs, output_hidden_states=True, **extra).hidden_states[-1]
         for j, i in enumerate(batch):
             hidden[i] = last[j, : len(rows[i])].to("cpu", copy=True)
     return hidden
+
+
+def _decoder(model):
+    """The decoder under a causal LM's output layer (e.g. LlamaModel), whose `last_hidden_state` is the LM's
+    `hidden_states[-1]`; None when the model does not expose one."""
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, ValueError, NotImplementedError):
+        return None
+    return None if decoder is None or decoder is model else decoder
 
 
 def build_feature_cache(model, tokenizer, dataset, folder: str | os.PathLike, model_name: str,
@@ -194,6 +207,7 @@ def build_feature_cache(model, tokenizer, dataset, folder: str | os.PathLike, mo
         check_manifest(manifest, folder, fingerprints)
         if manifest.get("complete"):
             return FeatureCache(folder)
+        shard_rows = int(manifest["shard_rows"])  # a resumed build keeps the shards it has written
     elif folder.exists() and any(folder.iterdir()):
         raise ValueError(f"{folder} holds other files and no {MANIFEST}: the feature cache is built into a new or "
                          "empty folder only (nothing is written over).")

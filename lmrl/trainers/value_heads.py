@@ -12,8 +12,8 @@ another head type than a given model has is an error, never a silent rebuild.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import PreTrainedModel
 
@@ -204,6 +204,10 @@ class ValueHeadsTrainer(LMRLTrainer):
         return model
 
     def _apply_peft(self, model, peft_config):
+        if model.config.base_model:
+            raise ValueError("feature_cache freezes the trunk and trains the heads on its cached hidden states, so a "
+                             "PEFT adapter on the trunk would never train: leave peft_config (use_peft) out, or "
+                             "train the adapter without feature_cache.")
         return model.add_peft_adapter(peft_config)  # the trunk only: the heads stay plain modules
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
