@@ -442,6 +442,9 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
                 return self._cached_training_outputs(input_ids, trunk_hidden_states, action_mask, compute_q_logits)
             return self._training_outputs(inputs, action_mask, compute_q_logits, full_logits)
 
+        decoder = self._behavior_decoder() if labels is None else None
+        if decoder is not None:  # pi_beta's logits in one projection: W (h + g(h)) + b
+            return self._fused_behavior_forward(decoder, inputs, logits_to_keep)
         if self._base_accepts_logits_to_keep:
             inputs["logits_to_keep"] = logits_to_keep
         out = self.pretrained_model(**inputs, output_hidden_states=True, return_dict=True)
@@ -454,6 +457,41 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
                 logits = self.guide(logits, kept, inplace=True).to(logits.dtype)  # the LM's own logits: reused
         return CausalLMOutputWithPast(
             loss=out.loss,
+            logits=logits,
+            **{CACHE_KEY: output_cache(out)},
+            hidden_states=out.hidden_states if self.config.output_hidden_states else None,
+            attentions=getattr(out, "attentions", None),
+        )
+
+    def _behavior_decoder(self):
+        """The trunk's decoder when the behaviour head's correction can share the LM's output projection
+        (a plain linear output layer, no PEFT adapter): the LM's logits are W h + b, the correction W g(h) + b',
+        so pi_beta's are one projection of h + g(h) instead of two over the vocabulary."""
+        if self.behavior_head is None or self.has_peft_adapter or getattr(self, "_behavior_fused", None) is False:
+            return None
+        decoder = None
+        if linear_output_layer(self.pretrained_model) is not None:
+            try:
+                decoder = self.pretrained_model.get_decoder()
+            except (AttributeError, ValueError, NotImplementedError):
+                decoder = None
+        if decoder is None or decoder is self.pretrained_model:
+            self._behavior_fused = False  # a plain bool: remembered, never a submodule
+            return None
+        return decoder
+
+    def _fused_behavior_forward(self, decoder, inputs, logits_to_keep) -> CausalLMOutputWithPast:
+        inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        out = decoder(**inputs, return_dict=True)
+        hidden = slice_logits_to_keep(out.last_hidden_state, logits_to_keep)
+        head = self.get_output_embeddings()
+        states = hidden.to(self.behavior_head.mlp[0].weight.dtype)
+        features = hidden + self.behavior_head.features(states).to(hidden.dtype)
+        bias = self.behavior_head.bias if head.bias is None else self.behavior_head.bias + head.bias
+        logits = nn.functional.linear(features, head.weight, bias.to(hidden.dtype))
+        if self.config.beta != 0:
+            logits = self.guide(logits, hidden, inplace=True).to(logits.dtype)
+        return CausalLMOutputWithPast(
             logits=logits,
             **{CACHE_KEY: output_cache(out)},
             hidden_states=out.hidden_states if self.config.output_hidden_states else None,
