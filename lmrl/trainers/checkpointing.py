@@ -201,7 +201,7 @@ _COMPARED_TRAINING_ARGUMENTS = {"learning_rate", "seed", "data_seed", "per_devic
                                 "warmup_ratio", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"}
 
 
-def _digest(*parts) -> str:
+def digest(*parts) -> str:
     hasher = hashlib.sha256()
     for part in parts:
         hasher.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
@@ -226,14 +226,14 @@ def data_fingerprint(dataset) -> str | None:
                       pc.list_flatten(column).to_numpy(zero_copy_only=False).tobytes()]
         else:
             parts.append(column.to_numpy(zero_copy_only=False).tobytes())
-    return _digest(*parts)
+    return digest(*parts)
 
 
 def tokenizer_fingerprint(tokenizer) -> str | None:
     """A digest of a tokenizer's vocabulary, special tokens and chat template."""
     if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
         return None
-    return _digest(sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens,
+    return digest(sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens,
                    getattr(tokenizer, "chat_template", None))
 
 

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..models.adapters import weights_fingerprint
-from .checkpointing import _digest, tokenizer_fingerprint
+from .checkpointing import digest, tokenizer_fingerprint
 
 MANIFEST = "feature_cache.json"
 FORMAT = 1
@@ -39,7 +39,7 @@ def token_ids_fingerprint(dataset) -> str:
     import pyarrow.compute as pc
 
     column = dataset.data.column("input_ids")
-    return _digest(len(dataset), pc.list_value_length(column).to_numpy(zero_copy_only=False).tobytes(),
+    return digest(len(dataset), pc.list_value_length(column).to_numpy(zero_copy_only=False).tobytes(),
                    pc.list_flatten(column).to_numpy(zero_copy_only=False).astype("int64").tobytes())
 
 
