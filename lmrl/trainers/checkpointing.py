@@ -202,6 +202,7 @@ _COMPARED_TRAINING_ARGUMENTS = {"learning_rate", "seed", "data_seed", "per_devic
 
 
 def digest(*parts) -> str:
+    """A 16-hex-digit sha256 of `parts` in order: bytes as they are, anything else as sorted JSON."""
     hasher = hashlib.sha256()
     for part in parts:
         hasher.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
