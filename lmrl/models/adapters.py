@@ -109,7 +109,9 @@ def from_heads_checkpoint(cls, source, config, base_model=None, **kwargs):
     base = base_model if base_model is not None else config.base_model
     where = f"{source}: its heads were trained on {config.base_model}"
     if isinstance(base, (str, os.PathLike)):
-        base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config", "output_loading_info")}
+        # the Auto classes' own private keywords (e.g. `_from_auto`) are for this checkpoint's loading, not the base's
+        base_kwargs = {k: v for k, v in kwargs.items()
+                       if k not in ("subfolder", "config", "output_loading_info") and not k.startswith("_")}
         try:
             base = AutoModelForCausalLM.from_pretrained(str(base), **base_kwargs)
         except OSError as err:
@@ -161,7 +163,7 @@ def from_adapter_checkpoint(cls, source, adapter_config: str, **kwargs):
             "files?). Convert the base once to a plain checkpoint (lmrl.models.gguf.convert_gguf), put that folder "
             "in base_model_name_or_path, and load again."
         )
-    base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config")}
+    base_kwargs = {k: v for k, v in kwargs.items() if k not in ("subfolder", "config") and not k.startswith("_")}
     base = AutoModelForCausalLM.from_pretrained(base_id, **base_kwargs)
     trunk = PeftModel.from_pretrained(base, str(source), is_trainable=is_trainable, **hub)
     try:
