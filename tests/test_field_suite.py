@@ -58,3 +58,20 @@ def test_gpu_tier_dry_run_on_cpu_with_a_tiny_model(tmp_path):
     run_suite(replace(suite, seeds=[0], tasks=[wordle]), log=lambda message: None)
     evaluated = json.loads((tmp_path / "wordle" / "ilql" / "seed0" / "eval.json").read_text())
     assert len(evaluated["returns"]) == 2 and (tmp_path / "wordle" / "ilql" / "seed0" / "train_summary.json").is_file()
+
+
+def test_gpu_tier_maze_ilql_starts_from_the_seeds_bc_model_and_steers_it_on_cpu(tmp_path):
+    """LMRL-Gym's arrangement: ILQL loads this seed's BC run and decodes with it as pi_beta (steer_model)."""
+    suite = read_suite(SUITES / "lmrl_gym_gpu.yaml", output_dir=str(tmp_path))
+    maze = next(t for t in suite.tasks if t.name == "maze_fo")
+    from_bc = {k: v for k, v in TINY_CPU.items() if k not in ("model_name_or_path", "tiny_model")}
+    algorithms = [replace(a, overrides={**a.overrides, **(from_bc if a.name == "ilql" else TINY_CPU)})
+                  for a in maze.algorithms if a.name in ("bc", "ilql")]
+    maze = replace(maze, data={**maze.data, "episodes": 4}, references=False, algorithms=algorithms,
+                   test=replace(maze.test, episodes=2))
+    run_suite(replace(suite, seeds=[0], tasks=[maze]), log=lambda message: None)
+    ilql = tmp_path / "maze_fo" / "ilql" / "seed0"
+    recipe = (ilql / "recipe.yaml").read_text()
+    assert f"model_name_or_path: {tmp_path / 'maze_fo' / 'bc' / 'seed0'}" in recipe
+    assert f"steer_model: {tmp_path / 'maze_fo' / 'bc' / 'seed0'}" in recipe
+    assert len(json.loads((ilql / "eval.json").read_text())["returns"]) == 2
