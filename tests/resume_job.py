@@ -62,6 +62,7 @@ def main(argv: list[str]) -> None:
         def hang_while_saving(output_dir):
             if trainer.state.global_step == hang_at:
                 (out / "hanging").write_text(output_dir)
+                print("hanging", flush=True)  # the test waits for this line
                 threading.Event().wait()  # stuck mid-save until the test kills the process
             save_rng_state(output_dir)
 

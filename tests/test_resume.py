@@ -5,6 +5,7 @@ states, data order). Jobs run in their own processes (tests/resume_job.py) so th
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,15 +25,19 @@ JOB = [sys.executable, str(Path(__file__).with_name("resume_job.py"))]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_for(line: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Block on the job's stdout until it prints `line` (select wakes on its output, not on a timer)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"the job ended (code {process.returncode}) before {path.name} appeared")
-        if time.monotonic() > deadline:
+    while True:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
             process.kill()
-            raise AssertionError(f"{path.name} did not appear within {timeout} s")
-        time.sleep(0.1)
+            raise AssertionError(f"the job did not print {line!r} within {timeout} s")
+        text = process.stdout.readline()
+        if not text:
+            raise AssertionError(f"the job ended (code {process.wait()}) before printing {line!r}")
+        if text.strip() == line:
+            return
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,8 @@ def runs(tmp_path_factory):
     uninterrupted = subprocess.Popen([*JOB, str(reference), str(data)], env=ENV, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
     job = subprocess.Popen([*JOB, str(crashed), str(data), "--hang-while-saving", "8"], env=ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(crashed / "hanging", job)
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    _wait_for("hanging", job)
     at_kill = {"listing": sorted(os.listdir(crashed)),
                "partial": sorted(os.listdir(crashed / ".partial-checkpoint-8" / "checkpoint-8"))}
     os.kill(job.pid, signal.SIGKILL)

@@ -8,6 +8,7 @@ from transformers import LogitsProcessor
 from ..compat import CACHE_KEY, output_cache
 from ..models import AutoModelForCausalLMWithILQLHeads
 from ..models.configuration import check_head_settings
+from ..models.policy_logits import decoder_of
 
 
 class ValueGuidedLogitsProcessor(LogitsProcessor):
@@ -90,7 +91,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         self.guidance_top_p = settings["guidance_top_p"]
         self.pad_token_id = pad_token_id
         self.prompt_attention_mask = attention_mask
-        self._trunk = _trunk(value_model.pretrained_model)
+        self._trunk = decoder_of(value_model.pretrained_model)
         self._reset()
 
     def _reset(self) -> None:
@@ -158,13 +159,3 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         if scores.shape[-1] > vocab:
             guided = torch.cat([guided, guided.new_full((len(guided), scores.shape[-1] - vocab), float("-inf"))], -1)
         return guided
-
-
-def _trunk(causal_lm) -> torch.nn.Module | None:
-    """The decoder under a causal LM's output layer (e.g. GPT2Model, LlamaModel), or None when the
-    model does not expose one."""
-    try:
-        decoder = causal_lm.get_decoder()
-    except (AttributeError, ValueError, NotImplementedError):
-        return None
-    return None if decoder is None or decoder is causal_lm else decoder

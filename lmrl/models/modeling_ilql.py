@@ -43,7 +43,7 @@ from .configuration import (
 from .gguf import drop_gguf_quantization
 from .heads import StackedTiedQHeads, TiedQHead, UntiedQHead, ValueHead, make_q_head, polyak_update_
 from .model_files import check_model_source, check_safetensors_files, check_saved_heads
-from .policy_logits import PolicyLogits, linear_output_layer
+from .policy_logits import PolicyLogits, decoder_of, linear_output_layer
 
 # keyword arguments of `from_pretrained` that locate a config on disk or on the hub (or in a GGUF file)
 _HUB_KWARGS = (*HUB_KWARGS, "trust_remote_code", "gguf_file")
@@ -469,13 +469,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         so pi_beta's are one projection of h + g(h) instead of two over the vocabulary."""
         if self.behavior_head is None or self.has_peft_adapter or getattr(self, "_behavior_fused", None) is False:
             return None
-        decoder = None
-        if linear_output_layer(self.pretrained_model) is not None:
-            try:
-                decoder = self.pretrained_model.get_decoder()
-            except (AttributeError, ValueError, NotImplementedError):
-                decoder = None
-        if decoder is None or decoder is self.pretrained_model:
+        decoder = decoder_of(self.pretrained_model) if linear_output_layer(self.pretrained_model) else None
+        if decoder is None:
             self._behavior_fused = False  # a plain bool: remembered, never a submodule
             return None
         return decoder

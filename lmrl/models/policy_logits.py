@@ -48,6 +48,16 @@ def linear_output_layer(model: nn.Module) -> nn.Linear | None:
     return head
 
 
+def decoder_of(model: nn.Module) -> nn.Module | None:
+    """The decoder under a causal LM's output layer (e.g. GPT2Model, LlamaModel), whose `last_hidden_state` is
+    the LM's `hidden_states[-1]`; None when the model does not expose one."""
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, ValueError, NotImplementedError):  # models without a separable decoder
+        return None
+    return None if decoder is None or decoder is model else decoder
+
+
 class PolicyLogits:
     """Runs a causal LM once and returns `(output, last hidden state [B, T, h], logits at the action
     states [N, V])`; the logits are [`ProjectedLogits`] whenever the output layer allows.

@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..models.adapters import weights_fingerprint
+from ..models.policy_logits import decoder_of
 from .checkpointing import digest, tokenizer_fingerprint
 
 MANIFEST = "feature_cache.json"
@@ -155,7 +156,7 @@ def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 @torch.no_grad()
 def _shard_features(model, rows: list[list[int]], pad_id: int, batch_tokens: int, device) -> list[torch.Tensor]:
     hidden: list[torch.Tensor | None] = [None] * len(rows)
-    decoder = _decoder(model)  # its last hidden state only: no logits, no per-layer outputs kept
+    decoder = decoder_of(model)  # its last hidden state only: no logits, no per-layer outputs kept
     accepts_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     for batch in _batches([len(r) for r in rows], batch_tokens):
         length = max(len(rows[i]) for i in batch)
@@ -175,27 +176,19 @@ def _shard_features(model, rows: list[list[int]], pad_id: int, batch_tokens: int
     return hidden
 
 
-def _decoder(model):
-    """The decoder under a causal LM's output layer (e.g. LlamaModel), whose `last_hidden_state` is the LM's
-    `hidden_states[-1]`; None when the model does not expose one."""
-    try:
-        decoder = model.get_decoder()
-    except (AttributeError, ValueError, NotImplementedError):
-        return None
-    return None if decoder is None or decoder is model else decoder
-
-
 def build_feature_cache(model, tokenizer, dataset, folder: str | os.PathLike, model_name: str,
-                        shard_rows: int = 64, batch_tokens: int = 8192, progress: bool = True) -> FeatureCache:
+                        shard_rows: int = 64, batch_tokens: int = 8192, progress: bool = True,
+                        model_fingerprint: str | None = None) -> FeatureCache:
     """Run the frozen causal LM `model` once over the tokenized `dataset` (no grad, in the model's dtype)
     and store each row's last hidden states in `folder`; resume a stopped build of the same cache.
 
-    `model_name` (its hub id or path) is written into the manifest. Memory stays bounded by one shard
+    `model_name` (its hub id or path) is written into the manifest; `model_fingerprint`, when the caller has
+    it, is the model's `weights_fingerprint` (computed here otherwise). Memory stays bounded by one shard
     (`shard_rows` rows) and one batch (about `batch_tokens` padded tokens)."""
     from ..data.tokenization import pad_token_id
 
     folder = Path(folder)
-    model_fp = weights_fingerprint(model)
+    model_fp = model_fingerprint or weights_fingerprint(model)
     fingerprints = {"model_fingerprint": model_fp, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
                     "data_fingerprint": token_ids_fingerprint(dataset)}
     manifest_path = folder / MANIFEST

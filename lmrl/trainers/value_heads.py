@@ -225,8 +225,8 @@ class ValueHeadsTrainer(LMRLTrainer):
         folder = Path(args.feature_cache) / ("train" if train else "eval")
         model = self._frozen_trunk
         cache = build_feature_cache(model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
-                                    batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm)
-        cache.check(model_fingerprint=model.config.base_fingerprint)
+                                    batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm,
+                                    model_fingerprint=model.config.base_fingerprint)
         self._feature_caches[train] = cache
         return dataset.add_column("cache_row", list(range(len(dataset))))
 
