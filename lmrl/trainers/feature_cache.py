@@ -21,6 +21,7 @@ import inspect
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,10 +30,37 @@ from safetensors.torch import save_file
 
 from ..models.adapters import weights_fingerprint
 from ..models.policy_logits import decoder_of
+from .base import check_ranges
 from .checkpointing import digest, tokenizer_fingerprint
 
 MANIFEST = "feature_cache.json"
 FORMAT = 1
+
+
+@dataclass
+class FeatureCacheArguments:
+    """The settings of a trainer that can read a frozen trunk from a feature cache (mixed into its config,
+    which calls `check_feature_cache_arguments` in `__post_init__`).
+
+        feature_cache: the cache folder (the train split in `FOLDER/train`, the eval split in `FOLDER/eval`):
+            built on the first run (a stopped build resumes), reused after. `None`: no cache.
+        feature_cache_batch_tokens: padded tokens per forward pass while the cache is built (bounds memory).
+    """
+
+    feature_cache: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the frozen trunk's cached hidden states: built there on the first run (a stopped "
+                  "build resumes), reused after; the trunk never trains and the checkpoint holds only what "
+                  "trained, naming the base model. None: the trunk trains as usual."},
+    )
+    feature_cache_batch_tokens: int = field(
+        default=8192, metadata={"help": "Padded tokens per forward pass while building the feature cache."}
+    )
+
+    def check_feature_cache_arguments(self) -> None:
+        check_ranges(self, {
+            "feature_cache_batch_tokens": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        })
 
 
 def token_ids_fingerprint(dataset) -> str:

@@ -28,7 +28,7 @@ from ..models.configuration import (
     check_head_settings,
 )
 from .base import LMRLConfig, LMRLTrainer, check_ranges
-from .feature_cache import CachedFeaturesCollator, build_feature_cache
+from .feature_cache import CachedFeaturesCollator, FeatureCacheArguments, build_feature_cache
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ HEAD_SETTINGS = ("head_type", "head_hidden_size", "behavior_adapter", *DECODING_
 
 
 @dataclass
-class ValueLearningConfig(LMRLConfig):
+class ValueLearningConfig(LMRLConfig, FeatureCacheArguments):
     """Settings shared by the trainers that learn Q and V heads (ILQL, Monte-Carlo regression).
 
     Parameters that control the model (owned by the model's config; `None` keeps the model's, a value
@@ -56,9 +56,8 @@ class ValueLearningConfig(LMRLConfig):
         bc_weight: weight of the LM cross-entropy that keeps the model's own logits a good
             behaviour policy pi_beta, which guided decoding reweights.
         pessimistic_init: fresh Q and V heads start at the lowest episode return in the data.
-        feature_cache: train on a frozen trunk: its last hidden states are computed once into this folder
-            (or read from it when it holds a cache of the same model, tokenizer and data), and each step
-            runs the heads only. The checkpoint holds the heads and names the base model.
+        feature_cache, feature_cache_batch_tokens: train on a frozen trunk's cached hidden states
+            (`FeatureCacheArguments`); the checkpoint holds the heads and names the base model.
         behavior_adapter: with a frozen trunk, a behaviour head trained by the BC term makes pi_beta the
             data's policy rather than the base model's (fresh heads only).
 
@@ -111,19 +110,10 @@ class ValueLearningConfig(LMRLConfig):
         metadata={"help": "Start fresh Q and V heads at the lowest episode return in the data (if below 0), so "
                   "tokens the data never takes are not valued above the ones it does."},
     )
-    feature_cache: str | None = field(
-        default=None,
-        metadata={"help": "Folder of the frozen trunk's cached hidden states: built there on the first run (a stopped "
-                  "build resumes), reused after; the trunk never trains and the checkpoint holds only the heads, "
-                  "naming the base model. None: the trunk trains with the heads."},
-    )
     behavior_adapter: bool | None = field(
         default=None,
         metadata={"help": "Add a behaviour head (logits + W_E g(h) + b) trained by the BC term, so that pi_beta is the "
                   "data's policy when the trunk is frozen. None: the model's (False when fresh)."},
-    )
-    feature_cache_batch_tokens: int = field(
-        default=8192, metadata={"help": "Padded tokens per forward pass while building the feature cache."}
     )
     guidance_top_p: float | None = field(
         default=None,
@@ -134,12 +124,12 @@ class ValueLearningConfig(LMRLConfig):
     def __post_init__(self):
         super().__post_init__()
         check_head_settings(self.head_kwargs(), where=type(self).__name__)
+        self.check_feature_cache_arguments()
         check_ranges(self, {
             "gamma": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (the discount per action token)"),
             "reward_scale": (lambda v: 0.0 < v < float("inf"), "a finite number > 0"),
             "cql_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns CQL off)"),
             "bc_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns BC off)"),
-            "feature_cache_batch_tokens": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         })
         if self.feature_cache and self.bc_weight > 0 and not self.behavior_adapter:
             raise ValueError(
