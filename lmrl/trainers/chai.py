@@ -3,7 +3,11 @@ offline over candidate sets {data reply} U {K proposals of the proposal LM} (doc
 
 The proposal LM (`proposal_model`, frozen) samples K replies for every state of
 the data once, embeds contexts and replies, and the result is cached on disk (safetensors + a JSON
-of the proposals), so epochs and later runs with the same data and settings reuse it.
+of the proposals), so epochs and later runs with the same data and settings reuse it. With
+`feature_cache`, the contexts are read instead from a feature cache of the proposal LM's hidden states
+over the data's episodes (`trainers/feature_cache.py`, the same cache an ILQL run over the same model,
+data and max_length builds): a state's prompt is the start of its episode's tokens, so its pooled states
+there are the ones `embed_contexts` computes.
 
 A task's numeric features of a reply (`features(messages, reply) -> list[float]`, the task's
 `critic_features`) are given to the trainer; a recipe's `critic_features` names the task they come from
@@ -24,18 +28,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import default_data_collator
 
-from ..data import load_episodes, validate_row
-from ..generation.propose import embed_contexts, embed_replies, sample_replies
+from ..data import load_episodes, prepare_dataset, validate_row
+from ..data.tokenization import pad_token_id
+from ..generation.propose import context_ids, embed_contexts, embed_replies, embed_token_lists, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
 from .base import LMRLConfig, LMRLTrainer, check_ranges
 from .callbacks import TargetUpdateCallback
+from .feature_cache import FeatureCache, FeatureCacheArguments, build_feature_cache
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CHAIConfig(LMRLConfig):
+class CHAIConfig(LMRLConfig, FeatureCacheArguments):
     """Configuration of [`CHAITrainer`].
 
     Parameters that control the model:
@@ -46,6 +52,9 @@ class CHAIConfig(LMRLConfig):
         num_proposals: K replies sampled per state (for training and for decoding).
         proposal_temperature, proposal_max_new_tokens, proposal_seed, proposal_batch_size: sampling.
         proposal_cache_dir: where proposals and embeddings are cached (default: output_dir/proposals).
+        feature_cache, feature_cache_batch_tokens: read the context embeddings from a feature cache of the
+            proposal LM's hidden states over the data's episodes (`FeatureCacheArguments`; shared with an
+            ILQL or MC run over the same model, data and max_length) instead of embedding each context.
     Parameters that control the training:
         gamma: discount per agent turn. cql_weight: CQL over each state's candidates (0 = EMaQ only).
         target_includes_data: the target's max also considers the data's next reply (on by default).
@@ -96,6 +105,7 @@ class CHAIConfig(LMRLConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_feature_cache_arguments()
         check_ranges(self, {
             "num_proposals": (lambda v: v >= 1, ">= 1"),
             "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
@@ -109,8 +119,15 @@ def episode_states(rows, unlabeled_reward: float | None = None) -> tuple[list[li
     A state is the conversation before an agent turn. Transition `{state, reply, reward, done,
     next_state}`: `next_state` is the state before the next agent turn, the whole conversation for
     a truncated episode's last turn (bootstrapped), and -1 after a terminal turn."""
+    states, transitions, _ = _episode_states(rows, unlabeled_reward)
+    return states, transitions
+
+
+def _episode_states(rows, unlabeled_reward: float | None) -> tuple[list[list[dict]], list[dict], list[int]]:
+    """[`episode_states`], and the row each state comes from."""
     states: list[list[dict]] = []
     transitions: list[dict] = []
+    state_rows: list[int] = []
     for index, row in enumerate(rows):
         episode = validate_row(row, index, unlabeled_reward)
         messages = episode.messages()
@@ -126,7 +143,8 @@ def episode_states(rows, unlabeled_reward: float | None = None) -> tuple[list[li
             transitions.append({"state": first + j, "reply": episode.turns[i].content,
                                 "reward": episode.turns[i].reward, "done": last and episode.done,
                                 "next_state": next_state})
-    return states, transitions
+        state_rows += [index] * (len(states) - first)
+    return states, transitions, state_rows
 
 
 class CHAITransitions(torch.utils.data.Dataset):
@@ -179,9 +197,11 @@ def _model_fingerprint(model) -> str:
 
 
 def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, features=None,
-                       progress: bool = True) -> CHAITransitions:
-    """Sample proposals, embed contexts and replies, compute features; cached by content."""
-    states, transitions = episode_states(rows, args.unlabeled_reward)
+                       progress: bool = True, split: str = "train") -> CHAITransitions:
+    """Sample proposals, embed contexts and replies, compute features; cached by content. With
+    `args.feature_cache`, the contexts come from the feature cache of the rows' episodes in
+    `FOLDER/split` (built when missing: [`feature_cache_contexts`]) and are not stored with the proposals."""
+    states, transitions, state_rows = _episode_states(rows, args.unlabeled_reward)
     key_source = json.dumps({
         "states": states, "transitions": transitions, "model": _model_fingerprint(proposal_model),
         "k": args.num_proposals, "temperature": args.proposal_temperature, "seed": args.proposal_seed,
@@ -191,20 +211,37 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     cache = Path(args.proposal_cache_dir or Path(args.output_dir, "proposals"))
     tensor_path, text_path = cache / f"{key}.safetensors", cache / f"{key}.json"
+    progress = progress and not args.disable_tqdm
+    contexts = None
+    if args.feature_cache:  # first: a cache of another model or data is refused before any sampling
+        contexts = feature_cache_contexts(rows, states, state_rows, Path(args.feature_cache) / split, proposal_model,
+                                          tokenizer, args, progress)
     if tensor_path.is_file() and text_path.is_file():
         logger.info("Reusing cached proposals %s", tensor_path)
-        return CHAITransitions(load_file(tensor_path), json.loads(text_path.read_text())["proposals"], transitions,
-                               args.target_includes_data)
+        tensors, proposals = load_file(tensor_path), json.loads(text_path.read_text())["proposals"]
+    else:
+        tensors, proposals = _propose_and_embed(states, transitions, proposal_model, tokenizer, args, features,
+                                                progress)
+        _save_proposals(tensors, proposals, tensor_path, text_path)
+    if contexts is not None:
+        tensors["state_embedding"] = contexts
+    elif "state_embedding" not in tensors:  # the proposals were cached by a run that read its contexts from a feature cache
+        tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
+        _save_proposals(tensors, proposals, tensor_path, text_path)
+    return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
 
+
+def _propose_and_embed(states, transitions, proposal_model, tokenizer, args: CHAIConfig, features,
+                       progress: bool) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+    """K proposals per state, their log-probabilities, the embeddings of proposals, replies and (without
+    a feature cache) contexts, and the reply features."""
     torch.manual_seed(args.proposal_seed)
     proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
                                      args.proposal_temperature, args.proposal_max_new_tokens,
-                                     args.proposal_batch_size, args.max_length,
-                                     progress=progress and not args.disable_tqdm)
+                                     args.proposal_batch_size, args.max_length, progress=progress)
     k = args.num_proposals
     flat = [p for ps in proposals for p in ps]
     tensors = {  # the same embedding functions as CriticScorer uses at decoding
-        "state_embedding": embed_contexts(proposal_model, tokenizer, states, args.max_length),
         "proposal_embedding": embed_replies(proposal_model, tokenizer, flat).view(len(states), k, -1),
         "reply_embedding": embed_replies(proposal_model, tokenizer, [t["reply"] for t in transitions]),
         "proposal_logp": logp.float(),
@@ -213,6 +250,8 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
         "transition_reward": torch.tensor([float(t["reward"]) for t in transitions]),
         "transition_done": torch.tensor([float(t["done"]) for t in transitions]),
     }
+    if not args.feature_cache:
+        tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
     if features is not None:
         tensors["proposal_features"] = torch.tensor(
             [[features(s, p) for p in ps] for s, ps in zip(states, proposals)], dtype=torch.float32)
@@ -221,12 +260,62 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
     else:
         tensors["proposal_features"] = torch.zeros(len(states), k, 0)
         tensors["reply_features"] = torch.zeros(len(transitions), 0)
-    cache.mkdir(parents=True, exist_ok=True)
+    return tensors, proposals
+
+
+def _save_proposals(tensors: dict[str, torch.Tensor], proposals: list[list[str]], tensor_path: Path,
+                    text_path: Path) -> None:
+    tensor_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tensor_path.with_suffix(".tmp")
     save_file({name: value.contiguous() for name, value in tensors.items()}, str(tmp))
-    text_path.write_text(json.dumps({"proposals": proposals, "states": len(states)}))
+    text_path.write_text(json.dumps({"proposals": proposals, "states": len(proposals)}))
     tmp.replace(tensor_path)  # written last and atomically: a half-written cache is never read
-    return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
+
+
+def cached_context_embeddings(cache: FeatureCache, states: list[list[dict]], state_rows: list[int], model,
+                              tokenizer, max_length: int | None = None,
+                              batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each state's context embedding `[N, hidden]`, equal to what [`embed_contexts`] gives, and which
+    states were read from `cache` (`[N]` bool). `cache` holds `model`'s hidden states over the episodes;
+    state `i` comes from the episode in its row `state_rows[i]`.
+
+    A causal LM's hidden states over a prefix do not depend on what follows it: where a state's
+    [`context_ids`] are the first ids of its episode's cached row, the mean of the row's first
+    `len(context_ids)` states is the state's embedding. Every other state is embedded by `model`: the
+    states of an episode cut to `max_length` from the left (its row starts later than the prompt), with a
+    chat template the last state of an unfinished episode (its prompt ends with the header of a reply the
+    episode does not hold), and an empty prompt (embedded as one pad token)."""
+    prompts = [context_ids(tokenizer, state, max_length) for state in states]
+    embeddings = torch.empty(len(states), cache.manifest["hidden_size"])
+    cached = torch.zeros(len(states), dtype=torch.bool)
+    for i, (prompt, row) in enumerate(zip(prompts, state_rows)):
+        if prompt and cache.input_ids(row)[: len(prompt)].tolist() == prompt:
+            embeddings[i] = cache.hidden(row)[: len(prompt)].float().mean(0)
+            cached[i] = True
+    missing = (~cached).nonzero().flatten().tolist()
+    if missing:
+        embeddings[missing] = embed_token_lists(model, [prompts[i] for i in missing], pad_token_id(tokenizer),
+                                                batch_size)
+    return embeddings, cached
+
+
+def feature_cache_contexts(rows, states: list[list[dict]], state_rows: list[int], folder: Path, proposal_model,
+                           tokenizer, args: CHAIConfig, progress: bool = True) -> torch.Tensor:
+    """The states' context embeddings from the feature cache in `folder` of the proposal LM over the rows'
+    episodes, tokenized as every trainer tokenizes them (`prepare_dataset`), so that an ILQL or MC run over
+    the same model, data and max_length shares the cache ([`cached_context_embeddings`]). The cache is built
+    when missing; one built from another model, tokenizer or data is refused (`build_feature_cache`)."""
+    episodes = prepare_dataset(rows, tokenizer, args.max_length, args.dataset_num_proc,
+                               truncation_mode=args.truncation_mode, unlabeled_reward=args.unlabeled_reward)
+    name = getattr(proposal_model, "name_or_path", "") or "a proposal LM built in memory"
+    cache = build_feature_cache(proposal_model, tokenizer, episodes, folder, name,
+                                batch_tokens=args.feature_cache_batch_tokens, progress=progress)
+    embeddings, cached = cached_context_embeddings(cache, states, state_rows, proposal_model, tokenizer,
+                                                   args.max_length)
+    logger.info("Context embeddings: %d of %d states read from the feature cache %s, %d embedded (states of "
+                "episodes cut to max_length, last states of unfinished episodes).", int(cached.sum()), len(states),
+                folder, int((~cached).sum()))
+    return embeddings
 
 
 def _qualified_name(function) -> str:
@@ -250,12 +339,13 @@ def build_candidate_sets(train_dataset, eval_dataset, proposal_model, tokenizer,
     each dataset given, with the reply `features` when given; `None` for a dataset that is not). Under
     several processes the first samples and caches the proposals and the others read its cache."""
     sets = []
-    for dataset in (train_dataset, eval_dataset):
+    for split, dataset in (("train", train_dataset), ("eval", eval_dataset)):
         if dataset is None:
             sets.append(None)
             continue
         with args.main_process_first(desc="CHAI proposals"):
-            sets.append(build_chai_dataset(load_episodes(dataset), proposal_model, tokenizer, args, features))
+            sets.append(build_chai_dataset(load_episodes(dataset), proposal_model, tokenizer, args, features,
+                                           split=split))
     return sets[0], sets[1]
 
 
