@@ -139,8 +139,8 @@ def cache_features(recipe_path: str | Path, overrides: Overrides = None) -> dict
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
     if not getattr(config, "feature_cache", None):
-        raise ValueError(f"{recipe_path}: no feature_cache folder is set; add feature_cache: FOLDER (ILQL or MC) to "
-                         "train heads on a frozen model's cached hidden states.")
+        raise ValueError(f"{recipe_path}: no feature_cache folder is set; add feature_cache: FOLDER (ILQL, MC, CHAI or CALM) "
+                         "to train heads on a frozen model's cached hidden states.")
     start = time.perf_counter()
     build_trainer(script, config)  # tokenizes the data and builds the cache it reads
     seconds = time.perf_counter() - start

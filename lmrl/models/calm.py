@@ -4,6 +4,9 @@ From the LM's hidden state at the point where the agent is about to act (the que
 attends over the hidden states of the context tokens (e.g. the flight table) and predicts the
 dialogue's final outcome (which flight, or which flightless action). Trained beside the LM loss,
 it pushes the shared trunk to ground the dialogue in the context.
+
+On a frozen trunk (a feature cache), `BehaviorHeadWithOutcomeHead` trains what stands in for the trunk:
+the behaviour head's adapter `h + g(h)`, read by both the LM loss and the outcome head.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from transformers.trainer_utils import load_sharded_checkpoint
 from transformers.utils import ModelOutput
 
 from ..compat import enable_activation_checkpointing
-from .adapters import is_peft_model
-from .policy_logits import PolicyLogits
+from ..ops.vocab import ProjectedLogits
+from .adapters import is_peft_model, load_heads
+from .policy_logits import PolicyLogits, linear_output_layer
 
 HEAD_WEIGHTS = "outcome_head.safetensors"
 HEAD_CONFIG = "outcome_head.json"
@@ -189,3 +193,75 @@ class LMWithOutcomeHead(nn.Module):
                                                          attention_mask=attention_mask)
         return CALMOutput(policy_logits=policy_logits, logits=out.logits,
                           outcome_logits=self.outcome_head(hidden, context_mask, outcome_query))
+
+
+class BehaviorHeadWithOutcomeHead(LMWithOutcomeHead):
+    """The module `CALMTrainer` optimizes on a frozen trunk's feature cache: an
+    [`AutoModelForCausalLMWithILQLHeads`] whose trunk is frozen (`freeze_trunk`) and which has a behaviour
+    head (`behavior_adapter=True`), plus CALM's `OutcomeHead` (or none, without outcome labels).
+
+    The trunk never runs: `forward` takes its cached last hidden states h. The behaviour head's MLP g
+    adapts them to `h + g(h)`, and both of CALM's losses read these adapted features:
+    - the LM loss, through pi_beta's logits `W (h + g(h)) + b + b'` (W, b: the frozen LM head; b': the
+      behaviour head's bias), which are exactly the logits the model decodes with at `beta` 0;
+    - the outcome head, which attends over the adapted features of the context.
+    So the outcome loss shapes the same adapter that decodes: the frozen-trunk analogue of CALM's
+    auxiliary loss shaping the shared trunk.
+
+    `save_pretrained(dir)` writes the heads-only checkpoint of the model (`ilql_heads.safetensors` and a
+    config naming the base model and its fingerprint) and the outcome head beside it;
+    `AutoModelForCausalLM.from_pretrained(dir)` loads the base plus the behaviour head, for decoding.
+
+    Example:
+        ```python
+        >>> lm = AutoModelForCausalLMWithILQLHeads.from_pretrained("base", behavior_adapter=True, beta=0.0)
+        >>> lm.freeze_trunk("base", weights_fingerprint(lm.pretrained_model))
+        >>> model = BehaviorHeadWithOutcomeHead(lm, OutcomeHead(lm.config.text_config.hidden_size, 4))
+        >>> out = model(ids, mask, steps, context_mask, outcome_query, trunk_hidden_states=cached)
+        >>> model.save_pretrained("out")  # heads only; AutoModelForCausalLM.from_pretrained("out") decodes
+        ```
+    """
+
+    def __init__(self, lm: nn.Module, outcome_head: OutcomeHead | None):
+        if getattr(lm, "behavior_head", None) is None or not lm.config.base_model:
+            raise ValueError("BehaviorHeadWithOutcomeHead needs an AutoModelForCausalLMWithILQLHeads with a behaviour "
+                             "head (behavior_adapter=True) and a frozen trunk (freeze_trunk).")
+        super().__init__(lm, outcome_head)
+
+    def save_pretrained(self, save_directory: str | Path, state_dict: dict | None = None, is_main_process: bool = True,
+                        **kwargs) -> None:
+        """Write the heads-only checkpoint (see `save_heads_checkpoint`) and the outcome head beside it."""
+        if self.outcome_head is not None:
+            return super().save_pretrained(save_directory, state_dict, is_main_process, **kwargs)
+        if state_dict is not None:
+            state_dict = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
+        self.lm.save_pretrained(save_directory, state_dict=state_dict, is_main_process=is_main_process)
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Load the heads (and the outcome head) saved by `save_pretrained` into this model, in place."""
+        load_heads(self.lm, directory)
+        if self.outcome_head is not None:
+            self.outcome_head.load_weights(directory)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
+                context_mask: torch.Tensor, outcome_query: torch.Tensor,
+                trunk_hidden_states: torch.Tensor | None = None) -> CALMOutput:
+        """`trunk_hidden_states` [B, T, h]: the frozen trunk's last hidden states (from the feature cache);
+        `steps` [B, T-1]: the action states whose pi_beta scores the LM loss reads."""
+        if trunk_hidden_states is None:
+            raise ValueError("BehaviorHeadWithOutcomeHead trains on a feature cache: pass the trunk's cached hidden "
+                             "states as trunk_hidden_states (CALMTrainer does with feature_cache set).")
+        output_layer = linear_output_layer(self.lm.pretrained_model)
+        if output_layer is None:
+            raise ValueError(f"{type(self.lm.pretrained_model).__name__}'s logits are not a plain linear map of its last "
+                             "hidden state (a soft-capped or scaled output), so they cannot be computed from cached "
+                             "hidden states: train this model without feature_cache.")
+        behavior = self.lm.behavior_head
+        hidden = trunk_hidden_states.to(behavior.mlp[0].weight.dtype)  # [B, T, h]
+        adapted = hidden + behavior.features(hidden)  # h + g(h) [B, T, h]
+        bias = behavior.bias if output_layer.bias is None else behavior.bias + output_layer.bias.detach()
+        policy_logits = ProjectedLogits(adapted[:, :-1][steps], output_layer.weight.detach(), bias)  # [N, V]
+        outcome_logits = None  # [B, num_outcomes]
+        if self.outcome_head is not None:
+            outcome_logits = self.outcome_head(adapted, context_mask, outcome_query)
+        return CALMOutput(policy_logits=policy_logits, outcome_logits=outcome_logits)

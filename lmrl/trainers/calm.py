@@ -12,6 +12,14 @@ The task's two functions, `outcome_label(row)` and `relabel(row)`, are given to 
 `outcome_task` names the task they come from: `lmrl.api.build_trainer` passes them).
 The saved model is a plain causal LM (`AutoModelForCausalLM.from_pretrained`); the head is saved
 beside it (`outcome_head.safetensors`).
+
+With `feature_cache` (docs/guides/feature-cache.md) the trunk, its LM head included, is frozen and never
+runs: CALM trains on its cached hidden states h. ILQL's behaviour head stands in for the trainable trunk:
+the LM loss trains pi_beta = logits + W_E g(h) + b (g: an MLP, starting at zero), and the outcome head
+reads the adapted features h + g(h), so its loss shapes the same adapter that decodes, as CALM's
+auxiliary loss shapes the shared trunk. The checkpoint is a heads-only
+[`AutoModelForCausalLMWithILQLHeads`] at `beta` 0 (it decodes with that pi_beta), naming its base model
+and the base's weights fingerprint, with the outcome head beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +35,31 @@ import torch.nn.functional as F
 from ..data import load_episodes, prepare_dataset
 from ..data.tokenization import episode_segments, tokenize_episode
 from ..losses.ilql import bc_loss
-from ..models.calm import CALMOutput, LMWithOutcomeHead, OutcomeHead
-from .base import LMRLConfig, LMRLTrainer
+from ..models import AutoModelForCausalLMWithILQLHeads
+from ..models.adapters import is_peft_model, weights_fingerprint
+from ..models.calm import BehaviorHeadWithOutcomeHead, CALMOutput, LMWithOutcomeHead, OutcomeHead
+from ..models.policy_logits import linear_output_layer
+from .base import LMRLConfig, LMRLTrainer, check_ranges
 from .checkpointing import finish_saved_folder
+from .feature_cache import CachedFeaturesCollator, FeatureCacheArguments, build_feature_cache
 
 logger = logging.getLogger(__name__)
 
 
+FEATURE_CACHE_WITH_PEFT = (
+    "feature_cache freezes the trunk and trains the heads on its cached hidden states, so a PEFT adapter on the "
+    "trunk would never train: leave peft_config (use_peft) out, or train the adapter without feature_cache."
+)
+
+
 @dataclass
-class CALMConfig(LMRLConfig):
+class CALMConfig(LMRLConfig, FeatureCacheArguments):
     """Configuration of [`CALMTrainer`].
 
+    Parameters that control the model:
+        feature_cache, feature_cache_batch_tokens: train on a frozen trunk's cached hidden states
+            (`FeatureCacheArguments`): a behaviour head learns the agent's turns, the outcome head reads
+            its adapted features, and the checkpoint holds the heads only, naming the base model.
     Parameters that control the data preprocessing:
         outcome_task: the task whose `outcome_label` and `relabel` the trainer is given (e.g. "flight_booking"):
             a recipe's build passes them; recorded with the training arguments.
@@ -58,6 +81,13 @@ class CALMConfig(LMRLConfig):
     outcome_weight: float = field(default=0.5, metadata={"help": "Weight of the auxiliary outcome loss."})
     relabel: bool = field(default=True, metadata={"help": "Rewrite failed dialogues' contexts to succeed."})
     keep_failed: bool = field(default=False, metadata={"help": "Also imitate the failed dialogues as logged."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_feature_cache_arguments()
+        check_ranges(self, {
+            "outcome_weight": (lambda v: 0.0 <= v < float("inf"), "a finite number >= 0 (0 turns the outcome loss off)"),
+        })
 
 
 def _succeeded(row: dict) -> bool:
@@ -94,6 +124,10 @@ class CALMTrainer(LMRLTrainer):
     rewrites a failed dialogue's context so that it succeeds (None: it cannot). A task gives both
     (`Task.outcome_label`, `Task.relabel`); without them CALM trains the LM alone.
 
+    With `args.feature_cache`, `model` must be a causal LM loaded from a path or hub id (the heads-only
+    checkpoint names it); the cache of the tokenized, relabelled rows is built on the first run and reused
+    after, and only the behaviour head and the outcome head train ([`BehaviorHeadWithOutcomeHead`]).
+
     Example:
         ```python
         >>> from lmrl.tasks import get_task
@@ -117,6 +151,8 @@ class CALMTrainer(LMRLTrainer):
                 f"CALMConfig.outcome_task={args.outcome_task!r} names a task, and the trainer does not look tasks "
                 f"up by name: pass its functions, e.g. task = lmrl.tasks.get_task({args.outcome_task!r}); CALMTrainer(..., "
                 "outcome_label=task.outcome_label, relabel=task.relabel), or train from a recipe (lmrl.api.train).")
+        if args.feature_cache and kwargs.get("peft_config") is not None:
+            raise ValueError(FEATURE_CACHE_WITH_PEFT)
         self.outcome_label = outcome_label
         self.relabel = relabel
         super().__init__(model, args, train_dataset, eval_dataset, processing_class, **kwargs)
@@ -148,18 +184,91 @@ class CALMTrainer(LMRLTrainer):
         if cut:
             logger.warning("CALM: %d of %d dialogues are longer than max_length=%s, so part of their context "
                            "(e.g. the flight table) was cut. Raise max_length.", cut, len(dataset), args.max_length)
+        if args.feature_cache:
+            dataset = self._with_feature_cache(dataset, tokenizer, args, train)
         return dataset
 
+    # ------------------------------------------------------------ a frozen trunk's feature cache
+    def _load_model(self, model_id: str, args: CALMConfig):
+        self._model_id = model_id  # what a heads-only checkpoint names as its base
+        return super()._load_model(model_id, args)
+
+    def _prepare_model(self, model, args: CALMConfig):
+        if not args.feature_cache:
+            return model
+        if is_peft_model(model):
+            raise ValueError(FEATURE_CACHE_WITH_PEFT)
+        if isinstance(model, AutoModelForCausalLMWithILQLHeads):
+            raise ValueError(f"feature_cache: CALM trains a fresh behaviour head on a plain causal LM, and the model "
+                             f"given is a {type(model).__name__}. Pass the base causal LM (a heads-only checkpoint's "
+                             "config names it as base_model), and resume_from_checkpoint to continue a run.")
+        name = getattr(self, "_model_id", None) or model.name_or_path
+        if not name:
+            raise ValueError("feature_cache: the model was built in memory, so the heads-only checkpoint could not name "
+                             "its base. Save the causal LM first and pass its path as the model.")
+        if linear_output_layer(model) is None:
+            raise ValueError(f"feature_cache: {type(model).__name__}'s logits are not a plain linear map of its last "
+                             "hidden state (a soft-capped or scaled output), so they cannot be computed from cached "
+                             "hidden states: train this model without feature_cache.")
+        # the heads-only carrier `lmrl eval` decodes: at beta 0 its forward is pi_beta = base + behaviour head;
+        # its Q and V heads (one Q head, no targets: the fewest it has) are not CALM's and stay frozen
+        carrier = AutoModelForCausalLMWithILQLHeads.from_causal_lm(
+            model, behavior_adapter=True, beta=0.0, num_q_heads=1, target_heads=False)
+        carrier.freeze_trunk(name, weights_fingerprint(model))
+        carrier.q_heads.requires_grad_(False)
+        carrier.v_head.requires_grad_(False)
+        self._frozen_trunk, self._feature_caches = carrier, {}
+        return carrier
+
+    def _with_feature_cache(self, dataset, tokenizer, args: CALMConfig, train: bool):
+        """Build (or reuse) the cache of these tokenized rows (relabelled, for the train split) in
+        `FOLDER/train` or `FOLDER/eval`, and number the rows for `CachedFeaturesCollator`."""
+        model = self._frozen_trunk
+        folder = Path(args.feature_cache) / ("train" if train else "eval")
+        self._feature_caches[train] = build_feature_cache(
+            model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
+            batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm,
+            model_fingerprint=model.config.base_fingerprint)
+        return dataset.add_column("cache_row", list(range(len(dataset))))
+
+    def _setup_trainer(self, model, args: CALMConfig, train_dataset, eval_dataset, processing_class,
+                       data_collator=None, **kwargs):
+        super()._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
+        if not args.feature_cache:
+            return
+        dtype = self._frozen_trunk.behavior_head.mlp[0].weight.dtype
+        collator = self.data_collator
+        if train_dataset is not None:
+            self.data_collator = CachedFeaturesCollator(collator, self._feature_caches[True], dtype)
+        if eval_dataset is not None:
+            self._eval_collator = CachedFeaturesCollator(collator, self._feature_caches[False], dtype)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if getattr(self, "_eval_collator", None) is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self._eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
     def _model_to_train(self, model, train_dataset, args: CALMConfig):
+        head = None
         if self.outcome_label is not None and train_dataset is not None:
             num_outcomes = max(train_dataset["outcome"]) + 1  # classes the data shows
             hidden = model.config.get_text_config().hidden_size
-            return LMWithOutcomeHead(model, OutcomeHead(hidden, num_outcomes).to(model.device))
-        return model
+            head = OutcomeHead(hidden, num_outcomes).to(model.device)
+        if args.feature_cache:
+            return BehaviorHeadWithOutcomeHead(model, head)
+        return model if head is None else LMWithOutcomeHead(model, head)
+
+    def model_inputs(self, inputs: dict) -> dict:
+        cached = {"trunk_hidden_states": inputs["trunk_hidden_states"]} if "trunk_hidden_states" in inputs else {}
+        return {**super().model_inputs(inputs), **cached}
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """The LM as a plain causal LM, the outcome head beside it (`LMWithOutcomeHead.save_pretrained`),
-        the tokenizer and the training arguments."""
+        """The LM as a plain causal LM (on a feature cache: the heads-only checkpoint naming its base), the
+        outcome head beside it (`LMWithOutcomeHead.save_pretrained`), the tokenizer and the training arguments."""
         model = self.accelerator.unwrap_model(self.model)
         if not isinstance(model, LMWithOutcomeHead):
             return super()._save(output_dir, state_dict)
@@ -197,7 +306,7 @@ class CALMTrainer(LMRLTrainer):
                           memory_budget=self.args.loss_memory_budget)
         loss = loss_lm
         stats = {"loss/lm": loss_lm.detach()}
-        if isinstance(outputs, CALMOutput):
+        if isinstance(outputs, CALMOutput) and outputs.outcome_logits is not None:
             logits, valid = outputs.outcome_logits, labels >= 0
             # rows without a label contribute 0 (not a skipped term), so every process runs the same graph
             loss_outcome = F.cross_entropy(logits[valid], labels[valid]) if valid.any() else logits.sum() * 0.0
