@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from ..models.calm import BehaviorHeadWithOutcomeHead, CALMOutput, LMWithOutcome
 from ..models.policy_logits import linear_output_layer
 from .base import LMRLConfig, LMRLTrainer, check_ranges
 from .checkpointing import finish_saved_folder
-from .feature_cache import CachedFeaturesCollator, FeatureCacheArguments, build_feature_cache
+from .feature_cache import FeatureCacheArguments, FrozenTrunkTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ def relabel_rows(rows: list[dict], relabel, keep_failed: bool = False) -> list[d
     return out
 
 
-class CALMTrainer(LMRLTrainer):
+class CALMTrainer(FrozenTrunkTrainerMixin, LMRLTrainer):
     """LM loss on agent turns conditioned on the task context, an auxiliary outcome head over the
     context (with `outcome_label`), and task relabelling (with `relabel`).
 
@@ -185,7 +184,7 @@ class CALMTrainer(LMRLTrainer):
             logger.warning("CALM: %d of %d dialogues are longer than max_length=%s, so part of their context "
                            "(e.g. the flight table) was cut. Raise max_length.", cut, len(dataset), args.max_length)
         if args.feature_cache:
-            dataset = self._with_feature_cache(dataset, tokenizer, args, train)
+            dataset = self._cache_episodes(dataset, tokenizer, args, train)
         return dataset
 
     # ------------------------------------------------------------ a frozen trunk's feature cache
@@ -202,10 +201,7 @@ class CALMTrainer(LMRLTrainer):
             raise ValueError(f"feature_cache: CALM trains a fresh behaviour head on a plain causal LM, and the model "
                              f"given is a {type(model).__name__}. Pass the base causal LM (a heads-only checkpoint's "
                              "config names it as base_model), and resume_from_checkpoint to continue a run.")
-        name = getattr(self, "_model_id", None) or model.name_or_path
-        if not name:
-            raise ValueError("feature_cache: the model was built in memory, so the heads-only checkpoint could not name "
-                             "its base. Save the causal LM first and pass its path as the model.")
+        name = self._trunk_name(model)
         if linear_output_layer(model) is None:
             raise ValueError(f"feature_cache: {type(model).__name__}'s logits are not a plain linear map of its last "
                              "hidden state (a soft-capped or scaled output), so they cannot be computed from cached "
@@ -217,40 +213,8 @@ class CALMTrainer(LMRLTrainer):
         carrier.freeze_trunk(name, weights_fingerprint(model))
         carrier.q_heads.requires_grad_(False)
         carrier.v_head.requires_grad_(False)
-        self._frozen_trunk, self._feature_caches = carrier, {}
+        self._frozen_trunk = carrier
         return carrier
-
-    def _with_feature_cache(self, dataset, tokenizer, args: CALMConfig, train: bool):
-        """Build (or reuse) the cache of these tokenized rows (relabelled, for the train split) in
-        `FOLDER/train` or `FOLDER/eval`, and number the rows for `CachedFeaturesCollator`."""
-        model = self._frozen_trunk
-        folder = Path(args.feature_cache) / ("train" if train else "eval")
-        self._feature_caches[train] = build_feature_cache(
-            model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
-            batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm,
-            model_fingerprint=model.config.base_fingerprint)
-        return dataset.add_column("cache_row", list(range(len(dataset))))
-
-    def _setup_trainer(self, model, args: CALMConfig, train_dataset, eval_dataset, processing_class,
-                       data_collator=None, **kwargs):
-        super()._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
-        if not args.feature_cache:
-            return
-        dtype = self._frozen_trunk.behavior_head.mlp[0].weight.dtype
-        collator = self.data_collator
-        if train_dataset is not None:
-            self.data_collator = CachedFeaturesCollator(collator, self._feature_caches[True], dtype)
-        if eval_dataset is not None:
-            self._eval_collator = CachedFeaturesCollator(collator, self._feature_caches[False], dtype)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        if getattr(self, "_eval_collator", None) is None:
-            return super().get_eval_dataloader(eval_dataset)
-        train_collator, self.data_collator = self.data_collator, self._eval_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
 
     def _model_to_train(self, model, train_dataset, args: CALMConfig):
         head = None
@@ -261,10 +225,6 @@ class CALMTrainer(LMRLTrainer):
         if args.feature_cache:
             return BehaviorHeadWithOutcomeHead(model, head)
         return model if head is None else LMWithOutcomeHead(model, head)
-
-    def model_inputs(self, inputs: dict) -> dict:
-        cached = {"trunk_hidden_states": inputs["trunk_hidden_states"]} if "trunk_hidden_states" in inputs else {}
-        return {**super().model_inputs(inputs), **cached}
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         """The LM as a plain causal LM (on a feature cache: the heads-only checkpoint naming its base), the

@@ -294,3 +294,59 @@ class CachedFeaturesCollator:
             states[j, : hidden.shape[0]] = hidden.to(self.dtype)
         batch["trunk_hidden_states"] = states
         return batch
+
+
+class FrozenTrunkTrainerMixin:
+    """What a trainer that reads a frozen trunk from a feature cache adds to `LMRLTrainer` (mixed in before
+    it). The trainer's `_prepare_model` calls `_trunk_name` and keeps the model it trains, whose frozen trunk
+    is `pretrained_model` and whose heads-only config names it, in `self._frozen_trunk`; its
+    `_prepare_episodes` ends with `_cache_episodes`. Then each batch carries the rows' cached
+    `trunk_hidden_states` (the eval split's from `FOLDER/eval`), and `model_inputs` passes them on."""
+
+    _frozen_trunk = None
+
+    def _trunk_name(self, trunk) -> str:
+        """The name a heads-only checkpoint gives its base: the id or path the trunk was loaded from."""
+        name = getattr(self, "_model_id", None) or getattr(trunk, "name_or_path", None) or trunk.config._name_or_path
+        if not name:
+            raise ValueError("feature_cache: the model was built in memory, so the heads-only checkpoint could not name "
+                             "its base. Save the causal LM first and pass its path as the model.")
+        return name
+
+    def _cache_episodes(self, dataset, tokenizer, args, train: bool):
+        """Build (or reuse) the cache of these tokenized rows in `FOLDER/train` or `FOLDER/eval`, and number
+        the rows for `CachedFeaturesCollator`."""
+        model = self._frozen_trunk
+        folder = Path(args.feature_cache) / ("train" if train else "eval")
+        if not hasattr(self, "_feature_caches"):
+            self._feature_caches = {}
+        self._feature_caches[train] = build_feature_cache(model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
+                                            batch_tokens=args.feature_cache_batch_tokens,
+                                            progress=not args.disable_tqdm,
+                                            model_fingerprint=model.config.base_fingerprint)
+        return dataset.add_column("cache_row", list(range(len(dataset))))
+
+    def _setup_trainer(self, model, args, train_dataset, eval_dataset, processing_class, data_collator=None, **kwargs):
+        super()._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
+        if not args.feature_cache:
+            return
+        dtype = next(self._frozen_trunk.v_head.parameters()).dtype
+        collator = self.data_collator
+        if train_dataset is not None:
+            self.data_collator = CachedFeaturesCollator(collator, self._feature_caches[True], dtype)
+        if eval_dataset is not None:
+            self._eval_collator = CachedFeaturesCollator(collator, self._feature_caches[False], dtype)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        eval_collator = getattr(self, "_eval_collator", None)
+        if eval_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def model_inputs(self, inputs: dict) -> dict:
+        cached = {"trunk_hidden_states": inputs["trunk_hidden_states"]} if "trunk_hidden_states" in inputs else {}
+        return {**super().model_inputs(inputs), **cached}

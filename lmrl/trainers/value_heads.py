@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import PreTrainedModel
 
@@ -28,7 +27,7 @@ from ..models.configuration import (
     check_head_settings,
 )
 from .base import LMRLConfig, LMRLTrainer, check_ranges
-from .feature_cache import CachedFeaturesCollator, FeatureCacheArguments, build_feature_cache
+from .feature_cache import FeatureCacheArguments, FrozenTrunkTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class ValueLearningConfig(LMRLConfig, FeatureCacheArguments):
         return {key: getattr(self, key) for key in HEAD_SETTINGS if getattr(self, key) is not None}
 
 
-class ValueHeadsTrainer(LMRLTrainer):
+class ValueHeadsTrainer(FrozenTrunkTrainerMixin, LMRLTrainer):
     """Base of [`ILQLTrainer`] and [`MCTrainer`]: trains an [`AutoModelForCausalLMWithILQLHeads`].
 
     `model` may be that model (its heads and settings are kept, except the settings `args` sets), a
@@ -163,7 +162,7 @@ class ValueHeadsTrainer(LMRLTrainer):
         model = self._with_heads(model, args)
         if args.feature_cache:
             self._freeze_trunk(model)
-            self._frozen_trunk, self._feature_caches = model, {}
+            self._frozen_trunk = model
         return model
 
     def _freeze_trunk(self, model) -> None:
@@ -171,11 +170,7 @@ class ValueHeadsTrainer(LMRLTrainer):
             model.pretrained_model.requires_grad_(False)
             return
         trunk = model.pretrained_model
-        name = getattr(self, "_model_id", None) or getattr(trunk, "name_or_path", None) or trunk.config._name_or_path
-        if not name:
-            raise ValueError("feature_cache: the model was built in memory, so the heads-only checkpoint could not name "
-                             "its base. Save the causal LM first and pass its path as the model.")
-        model.freeze_trunk(name, weights_fingerprint(trunk))
+        model.freeze_trunk(self._trunk_name(trunk), weights_fingerprint(trunk))
 
     def _with_heads(self, model, args: ValueLearningConfig):
         where = type(args).__name__
@@ -212,31 +207,7 @@ class ValueHeadsTrainer(LMRLTrainer):
         dataset = super()._prepare_episodes(dataset, tokenizer, args, train)
         if dataset is None or not args.feature_cache:
             return dataset
-        folder = Path(args.feature_cache) / ("train" if train else "eval")
-        model = self._frozen_trunk
-        cache = build_feature_cache(model.pretrained_model, tokenizer, dataset, folder, model.config.base_model,
-                                    batch_tokens=args.feature_cache_batch_tokens, progress=not args.disable_tqdm,
-                                    model_fingerprint=model.config.base_fingerprint)
-        self._feature_caches[train] = cache
-        return dataset.add_column("cache_row", list(range(len(dataset))))
-
-    def _setup_trainer(self, model, args, train_dataset, eval_dataset, processing_class, data_collator=None, **kwargs):
-        super()._setup_trainer(model, args, train_dataset, eval_dataset, processing_class, data_collator, **kwargs)
-        if args.feature_cache:
-            dtype = self.model.v_head.mlp[0].weight.dtype
-            self.data_collator = CachedFeaturesCollator(self.data_collator, self._feature_caches[True], dtype)
-            if eval_dataset is not None:
-                self._eval_collator = CachedFeaturesCollator(self.data_collator.collator, self._feature_caches[False],
-                                                             dtype)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        if getattr(self, "_eval_collator", None) is None:
-            return super().get_eval_dataloader(eval_dataset)
-        train_collator, self.data_collator = self.data_collator, self._eval_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
+        return self._cache_episodes(dataset, tokenizer, args, train)
 
     def _initialize_from_data(self, model, train_dataset, args) -> None:
         if args.pessimistic_init and getattr(model, "heads_are_fresh", False) and train_dataset is not None:
@@ -248,5 +219,4 @@ class ValueHeadsTrainer(LMRLTrainer):
             "action_mask": inputs["action_mask"],
             "compute_q_logits": self.args.cql_weight > 0,
             "full_logits": self.args.loss_chunk_size == 0,
-            **({"trunk_hidden_states": inputs["trunk_hidden_states"]} if "trunk_hidden_states" in inputs else {}),
         }
