@@ -192,3 +192,6 @@ if __name__ == "__main__":
             fsdp2_ilql(str(Path(out, name)), int(batch), int(n_steps))
         else:
             main(name, out, int(batch), int(n_steps))
+    if torch.distributed.is_initialized():  # gloo's threads end before the interpreter's teardown does
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
