@@ -238,7 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # an OSError: a file that cannot be read or written, e.g. permissions
         print(f"lmrl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """Under `torchrun` or `accelerate launch`, end the process group a command started, so that gloo's
+    threads stop before the interpreter's teardown (a rank can abort there otherwise). After an error
+    that escapes, the ranks are not waited for."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if sys.exc_info()[0] is None:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from ..models import AutoModelForCausalLMWithILQLHeads
 from ..models.chai import CHAICritic
 from .replies import generate_replies, prompt_ids
 
-__all__ = ["CriticScorer", "ILQLScorer", "ProposeAndRank", "context_ids", "embed_contexts", "embed_replies",
-           "embed_token_lists", "prompt_ids", "reply_ids", "sample_replies"]
+__all__ = ["CriticScorer", "ILQLScorer", "ProposeAndRank", "embed_contexts", "embed_replies", "embed_token_lists",
+           "prompt_ids", "reply_ids", "sample_replies"]
 
 
 def _stop_ids(model, tokenizer) -> set[int]:
@@ -89,17 +89,10 @@ def embed_token_lists(model, token_lists: list[list[int]], pad: int, batch_size:
     return torch.stack(out)
 
 
-def context_ids(tokenizer, conversation: list[dict], max_length: int | None = None) -> list[int]:
-    """Token ids the critic embeds for a state: the prompt the agent replies to, cut from the left to
-    `max_length`. Where the data's episode, tokenized whole, starts with these ids, a causal LM's hidden
-    states over them are the first ones of the episode's (what a feature cache of the episodes holds)."""
-    return prompt_ids(tokenizer, conversation, max_length)
-
-
 def embed_contexts(model, tokenizer, conversations: list[list[dict]], max_length: int | None = None,
                    batch_size: int = 64) -> torch.Tensor:
-    """The critic's view of each state, `[N, hidden]`: its [`context_ids`], embedded."""
-    prompts = [context_ids(tokenizer, c, max_length) for c in conversations]
+    """The critic's view of each state, `[N, hidden]`: the prompt the agent replies to, embedded."""
+    prompts = [prompt_ids(tokenizer, c, max_length) for c in conversations]
     return embed_token_lists(model, prompts, pad_token_id(tokenizer), batch_size)
 
 

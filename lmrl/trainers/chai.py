@@ -30,7 +30,7 @@ from transformers import default_data_collator
 
 from ..data import load_episodes, prepare_dataset, validate_row
 from ..data.tokenization import pad_token_id
-from ..generation.propose import context_ids, embed_contexts, embed_replies, embed_token_lists, sample_replies
+from ..generation.propose import embed_contexts, embed_replies, embed_token_lists, prompt_ids, sample_replies
 from ..losses.chai import chai_loss
 from ..models.chai import CHAICritic, CHAICriticConfig
 from .base import LMRLConfig, LMRLTrainer, check_ranges
@@ -280,12 +280,12 @@ def cached_context_embeddings(cache: FeatureCache, states: list[list[dict]], sta
     state `i` comes from the episode in its row `state_rows[i]`.
 
     A causal LM's hidden states over a prefix do not depend on what follows it: where a state's
-    [`context_ids`] are the first ids of its episode's cached row, the mean of the row's first
-    `len(context_ids)` states is the state's embedding. Every other state is embedded by `model`: the
+    [`prompt_ids`] are the first ids of its episode's cached row, the mean of the row's first
+    `len(prompt_ids)` states is the state's embedding. Every other state is embedded by `model`: the
     states of an episode cut to `max_length` from the left (its row starts later than the prompt), with a
     chat template the last state of an unfinished episode (its prompt ends with the header of a reply the
     episode does not hold), and an empty prompt (embedded as one pad token)."""
-    prompts = [context_ids(tokenizer, state, max_length) for state in states]
+    prompts = [prompt_ids(tokenizer, state, max_length) for state in states]
     embeddings = torch.empty(len(states), cache.manifest["hidden_size"])
     cached = torch.zeros(len(states), dtype=torch.bool)
     for i, (prompt, row) in enumerate(zip(prompts, state_rows)):
