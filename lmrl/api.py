@@ -187,13 +187,15 @@ def write_user_side(dataset: str, out: str | Path) -> dict:
 def evaluate(recipe_path: str | Path, checkpoint: str | None = None, episodes: int = 100, overrides: Overrides = None,
              out_dir: str | None = None, seed: int = EVAL_SEED) -> dict:
     """Evaluate a checkpoint (default: the recipe's `output_dir`) online in the recipe's task; prints one
-    score line and writes `eval.json` to `out_dir` (default: the checkpoint)."""
+    score line and writes `eval.json` to `out_dir` (default: the checkpoint). A policy that samples is
+    seeded with `seed`, so the same command gives the same episodes."""
     from .evaluation import evaluate_checkpoint, format_score_line
 
     script, config = parse_recipe(read_recipe(recipe_path, overrides), str(recipe_path))
     report_path = Path(out_dir or checkpoint or config.output_dir, "eval.json")
     check_outputs(inputs=[Path(recipe_path), *_local_paths(script.dataset)], outputs={"eval.json": report_path})
-    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, seed=seed, out_dir=out_dir)
+    report = evaluate_checkpoint(script, config, checkpoint or config.output_dir, episodes, seed=seed, out_dir=out_dir,
+                                 sampling_seed=seed)
     if config.process_index == 0:
         print(format_score_line(report))
     return report

@@ -131,7 +131,7 @@ def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, de
             f"({len(tokenizer)} vs {len(value_tokenizer)} tokens): a value model steers only an LM whose token ids "
             "it shares. Train it with tokenizer_name_or_path set to the frozen LM.")
     return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model,
-                          max_length=getattr(config, "max_length", None))
+                          do_sample=script.do_sample, max_length=getattr(config, "max_length", None))
 
 
 def learned_user(script, config, task, device: str | torch.device = "cpu"):
@@ -155,7 +155,7 @@ def learned_user(script, config, task, device: str | torch.device = "cpu"):
 def build_policy(script, config, checkpoint: str | Path, task=None, device: str | torch.device = "cpu",
                  returns: list[float] | None = None):
     """The policy a recipe decodes with, for `lmrl eval` and `lmrl play` alike: greedy (guided)
-    `generate()`, propose-and-rank (CHAI, or `proposal_model` set), a frozen LM steered by the
+    `generate()` (sampled with `do_sample`), propose-and-rank (CHAI, or `proposal_model` set), a frozen LM steered by the
     checkpoint's values (`steer_model` set), or CALM planning (`plan_candidates > 0`). `task` (None: a
     free chat) sets the reply length; `returns`, the data's episode returns, give reward-conditioned BC
     its target (read from the recipe's dataset when not given)."""
@@ -181,7 +181,7 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
         target = max(returns if returns is not None else dataset_returns(script.dataset))
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
     return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning,
-                          max_length=getattr(config, "max_length", None))
+                          do_sample=script.do_sample, max_length=getattr(config, "max_length", None))
 
 
 def evaluate_policy(task, task_kwargs: dict | None, policy, seeds: list[int], dataset_returns: list[float],

@@ -31,12 +31,16 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = 512, chat_template: str | None = None
+    texts: Iterable[str], vocab_size: int = 512, chat_template: str | None = None, merge_across_spaces: bool = False
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (GPT-2 style) trained on `texts`; EOS doubles as BOS and PAD."""
+    """A byte-level BPE tokenizer (GPT-2 style) trained on `texts`; EOS doubles as BOS and PAD.
+
+    GPT-2's tokenizer first splits text into words, so no token spans a space. With
+    `merge_across_spaces` a token may: a phrase the data repeats, such as a Wordle guess spelled
+    letter by letter ("c r a n e"), can become one token."""
     specials = [EOS, "<|im_start|>"] if chat_template else [EOS]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not merge_across_spaces)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -131,13 +135,18 @@ def episode_texts(rows) -> list[str]:
 
 
 def build_tiny(rows, architecture: str = "gpt2", hidden_size: int = 64, num_layers: int = 2,
-               vocab_size: int = 512, chat_template: bool = False, seed: int = 0, **overrides):
-    """A tokenizer trained on the episodes' text and a fresh tiny model of `architecture` for it."""
+               vocab_size: int = 512, chat_template: bool = False, merge_across_spaces: bool = False, seed: int = 0,
+               **overrides):
+    """A tokenizer trained on the episodes' text (see `train_tokenizer`) and a fresh tiny model of
+    `architecture` for it."""
     smallest = 256 + (2 if chat_template else 1)  # the byte alphabet and the special tokens
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
         raise ValueError(f"tiny_model.vocab_size must be an integer >= {smallest} (256 byte tokens and the special "
                          f"tokens), got {vocab_size!r}.")
-    tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None)
+    if not isinstance(merge_across_spaces, bool):
+        raise ValueError(f"tiny_model.merge_across_spaces must be true or false, got {merge_across_spaces!r}.")
+    tokenizer = train_tokenizer(episode_texts(rows), vocab_size, CHAT_TEMPLATE if chat_template else None,
+                                merge_across_spaces)
     torch.manual_seed(seed)
     return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides), tokenizer
 
@@ -151,5 +160,8 @@ def tiny_for_tokenizer(tokenizer, architecture: str = "gpt2", hidden_size: int =
             f"tiny_model: vocab_size={overrides['vocab_size']} sizes a tokenizer trained on the data, but the "
             f"tokenizer is given ({getattr(tokenizer, 'name_or_path', 'tokenizer_name_or_path')}, "
             f"{len(tokenizer)} tokens). Drop vocab_size, or drop tokenizer_name_or_path to train one.")
+    if "merge_across_spaces" in overrides:
+        raise ValueError("tiny_model: merge_across_spaces is a setting of a tokenizer trained on the data, but the "
+                         "tokenizer is given: drop merge_across_spaces, or drop tokenizer_name_or_path to train one.")
     torch.manual_seed(seed)
     return tiny_causal_lm(tokenizer, architecture, hidden_size, num_layers, **overrides)

@@ -175,6 +175,10 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
             setattr(script, name, [str(Path(v).expanduser()) if isinstance(v, str) else v for v in value])
     if (script.model_name_or_path is None) == (script.tiny_model is None):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
+    if script.do_sample and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates):
+        raise ValueError(f"{source}: 'do_sample' samples generate()'s replies, but this recipe decodes by "
+                         "propose-and-rank or planning, which sample their candidates already: drop do_sample "
+                         "(rank_temperature > 0 samples the ranked choice).")
     if script.gguf_file and script.model_name_or_path is None:
         raise ValueError(f"{source}: 'gguf_file' names a file inside 'model_name_or_path'; give that folder too.")
     if script.gguf_file and script.use_peft:

@@ -72,7 +72,7 @@ class ScriptArguments:
         default=None,
         metadata={"help": "Instead of model_name_or_path: build a small model from a config, e.g. "
                   "{architecture: gpt2, hidden_size: 64, num_layers: 2, vocab_size: 512}, with a tokenizer "
-                  "trained on the dataset's text; with tokenizer_name_or_path, for that tokenizer instead (no "
+                  "trained on the dataset's text (merge_across_spaces: true lets a token span spaces); with tokenizer_name_or_path, for that tokenizer instead (no "
                   "vocab_size): e.g. a small value model that steers a frozen LM sharing its tokenizer. For CPU "
                   "demos and tests."},
     )
@@ -95,6 +95,13 @@ class ScriptArguments:
         metadata={"help": "Evaluate by steering: this frozen LM (sharing the trained model's tokenizer) decodes, "
                   "reweighted by the trained ILQL model's advantages through ValueGuidedLogitsProcessor "
                   "(the trained model's beta, guidance_top_k and guidance_top_p)."},
+    )
+    do_sample: bool = field(
+        default=False,
+        metadata={"help": "Evaluate with sampled replies (generate(do_sample=True): the model's distribution, or "
+                  "the guided one, as its generation config says; a tiny model's is temperature 1 with no top-k or "
+                  "top-p) instead of greedy decoding. LMRL-Gym's evaluations sample. lmrl benchmark seeds the "
+                  "sampling per suite seed."},
     )
     plan_candidates: int = field(
         default=0, metadata={"help": "Evaluate by CALM planning: candidates per turn, each simulated with the "
