@@ -28,50 +28,52 @@ def test_field_suite_is_their_game_their_numbers_and_enumerated_episodes(tier):
     assert set(tasks) == set(PUBLISHED)
     for name, task in tasks.items():
         assert task.task == ("lmrl_gym_wordle" if name == "wordle" else "lmrl_gym_maze")
-        assert task.test.episodes == (431 if name == "wordle" else 25)  # every answer / start once
+        assert task.test.episodes % (431 if name == "wordle" else 25) == 0  # every answer / start, as often
         assert task.reference["scores"] == PUBLISHED[name] and "GPT-2 small" in task.reference["setting"]
         assert task.references and task.validation is not None and task.choices
         assert [a.name for a in task.algorithms] == ["bc", "pbc", "mc", "ilql"]
         for algo in task.algorithms:
             recipe = read_recipe(algo.recipe, task.overrides)
             assert recipe["task"] == task.task
-            if tier == "gpu":  # GPT-2 small in bf16 (parsed with the CPU swap in the dry run below)
-                assert recipe["model_name_or_path"] == "gpt2" and recipe["bf16"] is True
-            elif name != "wordle" and algo.name in ("mc", "ilql"):  # LMRL-Gym's arrangement: BC is pi_beta
+            if tier == "gpu" or name == "wordle":  # their evaluations sample (the CPU maze rows were greedy)
+                assert recipe["do_sample"] is True
+            if algo.name in ("mc", "ilql"):  # LMRL-Gym's arrangement: BC is pi_beta
                 assert algo.overrides == {"model_name_or_path": "{run:bc}", "steer_model": "{run:bc}"}
                 assert recipe["bc_weight"] == 0.0
-            else:
+            if tier == "gpu":  # GPT-2 small in bf16 (parsed with the CPU swap in the dry run below)
+                assert recipe["model_name_or_path"] == "gpt2" and recipe["bf16"] is True
+            elif algo.name in ("bc", "pbc"):
                 assert parse_recipe(recipe, algo.recipe)[0].tiny_model is not None
     assert tasks["maze_po"].overrides["task_kwargs"]["observation"] == "partial"
 
 
-def test_gpu_tier_dry_run_on_cpu_with_a_tiny_model(tmp_path):
-    suite = read_suite(SUITES / "lmrl_gym_gpu.yaml", output_dir=str(tmp_path))
-    for task in suite.tasks:  # every GPU recipe accepts the CPU swap
+FROM_BC = {k: v for k, v in TINY_CPU.items() if k not in ("model_name_or_path", "tiny_model")}
+
+
+def cpu_swap(algo) -> dict:
+    """A tiny GPT-2 on the CPU for BC and %BC; MC and ILQL start from the seed's BC run (the suite's override)."""
+    return FROM_BC if algo.name in ("mc", "ilql") else TINY_CPU
+
+
+def test_every_gpu_recipe_accepts_the_cpu_swap():
+    suite = read_suite(SUITES / "lmrl_gym_gpu.yaml")
+    for task in suite.tasks:
         for algo in task.algorithms:
-            parse_recipe(read_recipe(algo.recipe, {**task.overrides, **TINY_CPU}), algo.recipe)
-    wordle = next(t for t in suite.tasks if t.name == "wordle")
-    wordle = replace(wordle, data={**wordle.data, "episodes": 4}, references=False,
-                     overrides={**wordle.overrides, **TINY_CPU},
-                     algorithms=[a for a in wordle.algorithms if a.name == "ilql"],
-                     test=replace(wordle.test, episodes=2))
-    run_suite(replace(suite, seeds=[0], tasks=[wordle]), log=lambda message: None)
-    evaluated = json.loads((tmp_path / "wordle" / "ilql" / "seed0" / "eval.json").read_text())
-    assert len(evaluated["returns"]) == 2 and (tmp_path / "wordle" / "ilql" / "seed0" / "train_summary.json").is_file()
+            parse_recipe(read_recipe(algo.recipe, {**task.overrides, **cpu_swap(algo)}), algo.recipe)
 
 
-def test_gpu_tier_maze_ilql_starts_from_the_seeds_bc_model_and_steers_it_on_cpu(tmp_path):
+@pytest.mark.parametrize("name", ["maze_fo", "wordle"])
+def test_gpu_tier_dry_run_on_cpu_ilql_starts_from_the_seeds_bc_model_and_steers_it(tmp_path, name):
     """LMRL-Gym's arrangement: ILQL loads this seed's BC run and decodes with it as pi_beta (steer_model)."""
     suite = read_suite(SUITES / "lmrl_gym_gpu.yaml", output_dir=str(tmp_path))
-    maze = next(t for t in suite.tasks if t.name == "maze_fo")
-    from_bc = {k: v for k, v in TINY_CPU.items() if k not in ("model_name_or_path", "tiny_model")}
-    algorithms = [replace(a, overrides={**a.overrides, **(from_bc if a.name == "ilql" else TINY_CPU)})
-                  for a in maze.algorithms if a.name in ("bc", "ilql")]
-    maze = replace(maze, data={**maze.data, "episodes": 4}, references=False, algorithms=algorithms,
-                   test=replace(maze.test, episodes=2))
-    run_suite(replace(suite, seeds=[0], tasks=[maze]), log=lambda message: None)
-    ilql = tmp_path / "maze_fo" / "ilql" / "seed0"
+    task = next(t for t in suite.tasks if t.name == name)
+    algorithms = [replace(a, overrides={**a.overrides, **cpu_swap(a)}) for a in task.algorithms
+                  if a.name in ("bc", "ilql")]
+    task = replace(task, data={**task.data, "episodes": 4}, references=False, algorithms=algorithms,
+                   test=replace(task.test, episodes=2))
+    run_suite(replace(suite, seeds=[0], tasks=[task]), log=lambda message: None)
+    ilql = tmp_path / name / "ilql" / "seed0"
     recipe = (ilql / "recipe.yaml").read_text()
-    assert f"model_name_or_path: {tmp_path / 'maze_fo' / 'bc' / 'seed0'}" in recipe
-    assert f"steer_model: {tmp_path / 'maze_fo' / 'bc' / 'seed0'}" in recipe
+    assert f"model_name_or_path: {tmp_path / name / 'bc' / 'seed0'}" in recipe
+    assert f"steer_model: {tmp_path / name / 'bc' / 'seed0'}" in recipe
     assert len(json.loads((ilql / "eval.json").read_text())["returns"]) == 2
