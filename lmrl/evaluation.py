@@ -70,17 +70,24 @@ def load_policy_model(checkpoint: str | Path, algorithm: str, device: str | torc
 
 def rank_policy(script, config, checkpoint: str | Path, max_new_tokens: int, device: str | torch.device = "cpu"):
     """Propose-and-rank: a proposal LM samples replies, the checkpoint (a CHAI critic, or an ILQL
-    model scoring by the sum of advantages) picks one. A critic trained with reply features gets the
-    function of the recipe's `critic_features` task (else of its `task`)."""
+    model scoring by the sum of advantages) picks one, or with `rank_rule` the task's hand-written rule
+    (no checkpoint is read). A critic trained with reply features gets the function of the recipe's
+    `critic_features` task (else of its `task`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .generation import ProposeAndRank
+    from .generation import ProposeAndRank, RuleScorer
     from .models import CHAICritic
     from .trainers.chai import CHAIConfig
 
     trust = config.trust_remote_code
     features = None
-    if script.algorithm == "chai":
+    if script.rank_rule:
+        task = get_task(script.task)
+        if task.rank_rule is None:
+            raise ValueError(f"rank_rule: task {task.name!r} has no rank_rule (a hand-written score of a reply) to "
+                             "rank the proposals by; drop rank_rule, or rank with a trained model.")
+        critic, critic_tokenizer, source = RuleScorer(task.rank_rule), None, script.proposal_model
+    elif script.algorithm == "chai":
         critic = CHAICritic.from_pretrained(_checkpoint_dir(checkpoint), use_safetensors=True).to(device)
         critic_tokenizer = None
         source = script.proposal_model or script.model_name_or_path or critic.config.proposal_model
@@ -160,7 +167,7 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
     free chat) sets the reply length; `returns`, the data's episode returns, give reward-conditioned BC
     its target (read from the recipe's dataset when not given)."""
     max_new_tokens = task.max_new_tokens if task is not None else FREE_CHAT_TOKENS
-    if script.algorithm == "chai" or script.proposal_model:
+    if script.algorithm == "chai" or script.proposal_model or script.rank_rule:
         return rank_policy(script, config, checkpoint, max_new_tokens, device)
     if script.steer_model:
         return steer_policy(script, config, checkpoint, max_new_tokens, device)

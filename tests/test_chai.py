@@ -311,3 +311,43 @@ def test_proposals_sampled_in_several_batches_come_back_in_the_callers_order(pro
     assert [r[0] for r in replies] == [greedy([c])[0] for c in conversations]
     one_by_one = [sample_replies(model, tokenizer, [c], k=1, temperature=1e-6, max_new_tokens=6)[1] for c in conversations]
     torch.testing.assert_close(logp, torch.cat(one_by_one))
+
+
+def test_a_critic_of_the_features_alone_runs_no_embedding_pass_and_ranks_by_them(proposal_lm, tmp_path, monkeypatch):
+    """The baseline that shows what CHAI's embeddings add: the same critic, loss and proposals, fed the
+    task's features only."""
+    import lmrl.generation.propose as propose
+    import lmrl.trainers.chai as chai
+
+    model, tokenizer = proposal_lm
+    with pytest.raises(ValueError, match="critic_embeddings=False leaves the critic only the reply features"):
+        CHAIConfig(output_dir=str(tmp_path / "x"), critic_embeddings=False)
+    with pytest.raises(ValueError, match="feature_cache holds context embeddings"):
+        CHAIConfig(output_dir=str(tmp_path / "x"), critic_embeddings=False, critic_features="negotiation",
+                   feature_cache=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="both 0, so the critic would read nothing"):
+        CHAICriticConfig(embedding_size=0, num_features=0)
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a critic of the features alone embedded a text")
+
+    for module in (chai, propose):
+        monkeypatch.setattr(module, "embed_replies", no_embedding)
+        monkeypatch.setattr(module, "embed_contexts", no_embedding)
+    args = CHAIConfig(output_dir=str(tmp_path / "chai"), num_proposals=3, proposal_max_new_tokens=6,
+                      num_train_epochs=3, per_device_train_batch_size=2, report_to="none", save_strategy="no",
+                      critic_features="negotiation", critic_embeddings=False, critic_hidden_size=16)
+    trainer = CHAITrainer(proposal_model=model, args=args, train_dataset=ROWS * 3, processing_class=tokenizer,
+                          features=negotiation_features)
+    assert (trainer.model.config.embedding_size, trainer.model.config.num_features) == (0, 8)
+    assert trainer.model.q[0][0].in_features == 8  # the MLP reads the 8 features and nothing else
+    before = [p.detach().clone() for p in trainer.model.q.parameters()]
+    assert math.isfinite(trainer.train().training_loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.q.parameters()))
+    trainer.save_model()
+    critic = CHAICritic.from_pretrained(tmp_path / "chai")
+    conversations = [ROWS[0]["messages"][:2], ROWS[1]["messages"][:1]]
+    candidates = [["I can do $180.", "Deal.", "The price is firm at $240."], ["Hello.", "$200 and it is yours.", "No."]]
+    scores = CriticScorer(critic, model, tokenizer, features=negotiation_features)(conversations, candidates)
+    features = torch.tensor([[negotiation_features(c, r) for r in rs] for c, rs in zip(conversations, candidates)])
+    torch.testing.assert_close(scores, critic.q[0](features).squeeze(-1).minimum(critic.q[1](features).squeeze(-1)))

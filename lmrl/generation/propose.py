@@ -135,9 +135,14 @@ class CriticScorer:
     def embed(self, conversations: list[list[dict]], candidates: list[list[str]]):
         """Context embeddings [B, E], candidate embeddings [B, C, E] and features [B, C, F]."""
         width = len(candidates[0])
-        context = embed_contexts(self.embedding_model, self.tokenizer, conversations, self.max_length, self.batch_size)
-        flat = [r for replies in candidates for r in replies]
-        replies = embed_replies(self.embedding_model, self.tokenizer, flat, self.batch_size).view(len(candidates), width, -1)
+        if self.critic.config.embedding_size:
+            context = embed_contexts(self.embedding_model, self.tokenizer, conversations, self.max_length,
+                                     self.batch_size)
+            flat = [r for replies in candidates for r in replies]
+            replies = embed_replies(self.embedding_model, self.tokenizer, flat, self.batch_size).view(
+                len(candidates), width, -1)
+        else:  # a critic of the features alone
+            context, replies = torch.zeros(len(candidates), 0), torch.zeros(len(candidates), width, 0)
         features = None
         if self.features is not None:
             features = torch.tensor([[self.features(c, r) for r in rs] for c, rs in zip(conversations, candidates)],
@@ -150,6 +155,19 @@ class CriticScorer:
         device = self.critic.device
         q = self.critic(context.to(device), replies.to(device), None if features is None else features.to(device))
         return q.min(dim=0).values.cpu()  # [B, C]
+
+
+class RuleScorer:
+    """Scores replies with a hand-written `rule(messages, reply) -> float` (a task's `rank_rule`), for
+    propose-and-rank with no trained model."""
+
+    def __init__(self, rule: Callable[[list[dict], str], float]):
+        if not callable(rule):
+            raise ValueError(f"RuleScorer: rule must be a function (messages, reply) -> float, got {rule!r}.")
+        self.rule = rule
+
+    def __call__(self, conversations: list[list[dict]], candidates: list[list[str]]) -> torch.Tensor:
+        return torch.tensor([[float(self.rule(c, r)) for r in rs] for c, rs in zip(conversations, candidates)])
 
 
 class ILQLScorer:

@@ -19,7 +19,8 @@ class CHAICriticConfig(PreTrainedConfig):
     """Config of [`CHAICritic`].
 
     Args:
-        embedding_size: width of the frozen LM's hidden states the critic reads.
+        embedding_size: width of the frozen LM's hidden states the critic reads (0: it reads the features
+            alone).
         num_features: number of task features per reply (0 for none).
         hidden_size, num_layers: the MLP of each Q function.
         num_q: number of Q functions (2: clipped double Q).
@@ -34,6 +35,9 @@ class CHAICriticConfig(PreTrainedConfig):
     def __init__(self, embedding_size: int = 768, num_features: int = 0, hidden_size: int = 256,
                  num_layers: int = 2, num_q: int = 2, features: str | None = None,
                  proposal_model: str | None = None, **kwargs):
+        if not embedding_size and not num_features:
+            raise ValueError("CHAICriticConfig: embedding_size and num_features are both 0, so the critic would read "
+                             "nothing: give it the LM's embeddings, the reply features, or both.")
         self.embedding_size = embedding_size
         self.num_features = num_features
         self.hidden_size = hidden_size
@@ -72,7 +76,7 @@ class CHAICritic(PreTrainedModel):
 
     def __init__(self, config: CHAICriticConfig):
         super().__init__(config)
-        self.norm = nn.LayerNorm(config.embedding_size)
+        self.norm = nn.LayerNorm(config.embedding_size) if config.embedding_size else nn.Identity()
         self.q = nn.ModuleList(_mlp(config) for _ in range(config.num_q))
         self.target_q = nn.ModuleList(_mlp(config) for _ in range(config.num_q))
         self.target_q.requires_grad_(False)
@@ -89,7 +93,7 @@ class CHAICritic(PreTrainedModel):
     def inputs(self, context: torch.Tensor, candidates: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         c = self.norm(context)[:, None].expand(-1, candidates.shape[1], -1)  # [B, C, E]
         r = self.norm(candidates)  # [B, C, E]
-        parts = [c, r, c * r]
+        parts = [c, r, c * r] if self.config.embedding_size else []
         if self.config.num_features:
             if features is None or features.shape[-1] != self.config.num_features:
                 got = None if features is None else features.shape[-1]

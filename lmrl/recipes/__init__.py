@@ -175,7 +175,11 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
             setattr(script, name, [str(Path(v).expanduser()) if isinstance(v, str) else v for v in value])
     if (script.model_name_or_path is None) == (script.tiny_model is None):
         raise ValueError(f"{source}: give exactly one of 'model_name_or_path' and 'tiny_model'.")
-    if script.do_sample and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates):
+    if script.rank_rule and (not script.task or not script.proposal_model or script.algorithm == "chai"):
+        raise ValueError(f"{source}: 'rank_rule' ranks proposal_model's replies by the task's rule: set 'task' and "
+                         "'proposal_model', and an algorithm other than chai (its critic is the ranker).")
+    if script.do_sample and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates
+                             or script.rank_rule):
         raise ValueError(f"{source}: 'do_sample' samples generate()'s replies, but this recipe decodes by "
                          "propose-and-rank or planning, which sample their candidates already: drop do_sample "
                          "(rank_temperature > 0 samples the ranked choice).")

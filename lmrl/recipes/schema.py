@@ -90,6 +90,12 @@ class ScriptArguments:
     rank_proposals: int | None = field(
         default=None, metadata={"help": "Replies proposed per turn when ranking (default: the CHAI config's num_proposals)."}
     )
+    rank_rule: bool = field(
+        default=False,
+        metadata={"help": "Evaluate by propose-and-rank with the task's hand-written rule (its rank_rule; "
+                  "negotiation: the highest price) instead of a trained model: proposal_model proposes, nothing "
+                  "is read from the checkpoint. The baseline a learned reranker is measured against."},
+    )
     steer_model: str | None = field(
         default=None,
         metadata={"help": "Evaluate by steering: this frozen LM (sharing the trained model's tokenizer) decodes, "

@@ -43,6 +43,8 @@ class Task:
     make_data(n, seed=0, progress=True, **options): n behaviour-policy episodes.
     anchors(dataset_return, **options): the normalized-score anchors.
     critic_features(messages, reply): optional numeric features of a reply for the CHAI critic.
+    rank_rule(messages, reply): optional hand-written score of a reply (e.g. from its critic features),
+        ranking proposals with no training: the baseline a learned reranker is measured against.
     load_corpus(path, on_error=None, **options): optional loader of the task's human corpus (its
         published format): yields rows one at a time; a malformed record raises `lmrl.data.corpus.CorpusError`,
         or goes to `on_error(error)` when given.
@@ -82,6 +84,7 @@ class Task:
     max_turns: int
     max_new_tokens: int = 16
     critic_features: Callable[[list[dict], str], list[float]] | None = None
+    rank_rule: Callable[[list[dict], str], float] | None = None
     load_corpus: Callable[..., Iterable[dict]] | None = None
     corpus_schema: Callable[[], Any] | None = None
     relabel: Callable[[dict], dict | None] | None = None

@@ -48,6 +48,8 @@ class CHAIConfig(LMRLConfig, FeatureCacheArguments):
         critic_hidden_size, critic_num_layers: the MLP of each Q function.
         critic_features: the task whose `critic_features` the trainer is given as `features` (e.g.
             "negotiation"): a recipe's build passes them; the critic's config keeps the name.
+        critic_embeddings: give the critic the proposal LM's embeddings of the context and replies (False:
+            the features alone, e.g. to measure what the embeddings add to them).
     Parameters that control the proposals:
         num_proposals: K replies sampled per state (for training and for decoding).
         proposal_temperature, proposal_max_new_tokens, proposal_seed, proposal_batch_size: sampling.
@@ -99,6 +101,12 @@ class CHAIConfig(LMRLConfig, FeatureCacheArguments):
         default=None, metadata={"help": "Task whose critic_features are added per reply, e.g. negotiation (a "
                                 "recipe's trainer is given that task's function)."}
     )
+    critic_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Give the critic the proposal LM's embeddings of the context and each reply. False: the "
+                  "critic reads critic_features alone (no embedding pass), the baseline that shows what the "
+                  "embeddings add."},
+    )
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the critic."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Transitions per device and step."})
     num_train_epochs: float = field(default=20.0, metadata={"help": "Passes over the transitions."})
@@ -106,6 +114,13 @@ class CHAIConfig(LMRLConfig, FeatureCacheArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_feature_cache_arguments()
+        if not self.critic_embeddings and not self.critic_features:
+            raise ValueError("CHAIConfig.critic_embeddings=False leaves the critic only the reply features, and "
+                             "critic_features is not set: name the task whose features it reads (e.g. "
+                             "critic_features: negotiation), or keep the embeddings.")
+        if not self.critic_embeddings and self.feature_cache:
+            raise ValueError("CHAIConfig.feature_cache holds context embeddings, and critic_embeddings=False uses "
+                             "none: drop feature_cache, or keep the embeddings.")
         check_ranges(self, {
             "num_proposals": (lambda v: v >= 1, ">= 1"),
             "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
@@ -206,7 +221,7 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
         "states": states, "transitions": transitions, "model": _model_fingerprint(proposal_model),
         "k": args.num_proposals, "temperature": args.proposal_temperature, "seed": args.proposal_seed,
         "max_new_tokens": args.proposal_max_new_tokens, "max_length": args.max_length,
-        "features": args.critic_features, "features_code": _source(features),
+        "features": args.critic_features, "features_code": _source(features), "embeddings": args.critic_embeddings,
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     cache = Path(args.proposal_cache_dir or Path(args.output_dir, "proposals"))
@@ -225,7 +240,7 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
         _save_proposals(tensors, proposals, tensor_path, text_path)
     if contexts is not None:
         tensors["state_embedding"] = contexts
-    elif "state_embedding" not in tensors:  # the proposals were cached by a run that read its contexts from a feature cache
+    elif "state_embedding" not in tensors and args.critic_embeddings:  # the proposals were cached by a run that read its contexts from a feature cache
         tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
         _save_proposals(tensors, proposals, tensor_path, text_path)
     return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
@@ -234,23 +249,30 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
 def _propose_and_embed(states, transitions, proposal_model, tokenizer, args: CHAIConfig, features,
                        progress: bool) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
     """K proposals per state, their log-probabilities, the embeddings of proposals, replies and (without
-    a feature cache) contexts, and the reply features."""
+    a feature cache) contexts, and the reply features. Without `critic_embeddings` the embeddings are
+    empty (width 0) and no embedding pass runs."""
     torch.manual_seed(args.proposal_seed)
     proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
                                      args.proposal_temperature, args.proposal_max_new_tokens,
                                      args.proposal_batch_size, args.max_length, progress=progress)
     k = args.num_proposals
     flat = [p for ps in proposals for p in ps]
-    tensors = {  # the same embedding functions as CriticScorer uses at decoding
-        "proposal_embedding": embed_replies(proposal_model, tokenizer, flat).view(len(states), k, -1),
-        "reply_embedding": embed_replies(proposal_model, tokenizer, [t["reply"] for t in transitions]),
+    replies = [t["reply"] for t in transitions]
+    if args.critic_embeddings:  # the same embedding functions as CriticScorer uses at decoding
+        embedded = {"proposal_embedding": embed_replies(proposal_model, tokenizer, flat).view(len(states), k, -1),
+                    "reply_embedding": embed_replies(proposal_model, tokenizer, replies)}
+    else:
+        embedded = {"proposal_embedding": torch.zeros(len(states), k, 0), "reply_embedding": torch.zeros(len(replies), 0),
+                    "state_embedding": torch.zeros(len(states), 0)}
+    tensors = {
+        **embedded,
         "proposal_logp": logp.float(),
         "transition_state": torch.tensor([t["state"] for t in transitions]),
         "transition_next": torch.tensor([t["next_state"] for t in transitions]),
         "transition_reward": torch.tensor([float(t["reward"]) for t in transitions]),
         "transition_done": torch.tensor([float(t["done"]) for t in transitions]),
     }
-    if not args.feature_cache:
+    if not args.feature_cache and args.critic_embeddings:
         tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
     if features is not None:
         tensors["proposal_features"] = torch.tensor(

@@ -6,12 +6,12 @@ from lmrl.tasks import Task
 from .craigslist import iter_craigslist_bargain, load_craigslist_bargain, row_schema
 from .data import STRATEGIES, SellerBehaviour, generate_negotiation_episodes, oracle_return
 from .env import ITEMS, STYLES, NegotiationEnv
-from .features import negotiation_features
+from .features import highest_price, negotiation_features
 from .human import HumanBuyer
 from .prices import NO_DEAL_REWARD, deal_reward, format_price, listing_prompt, parse_price
 
 __all__ = ["ITEMS", "NO_DEAL_REWARD", "STRATEGIES", "STYLES", "HumanBuyer", "NegotiationEnv", "SellerBehaviour", "TaskAnchors",
-           "deal_reward", "format_price", "generate_negotiation_episodes", "iter_craigslist_bargain",
+           "deal_reward", "format_price", "generate_negotiation_episodes", "highest_price", "iter_craigslist_bargain",
            "listing_prompt", "load_craigslist_bargain", "negotiation_features", "oracle_return", "parse_price"]
 
 
@@ -39,5 +39,5 @@ def _human_side(styles: list[str] | None = None) -> HumanBuyer:
 
 
 TASK = Task("negotiation", _make_env, _make_data, _anchors, max_turns=10, max_new_tokens=16,
-            critic_features=negotiation_features, load_corpus=iter_craigslist_bargain, corpus_schema=row_schema,
+            critic_features=negotiation_features, rank_rule=highest_price, load_corpus=iter_craigslist_bargain, corpus_schema=row_schema,
             human_side=_human_side)

@@ -16,6 +16,12 @@ FEATURE_NAMES = ("reply_price", "reply_accepts", "reply_has_price", "buyer_offer
                  "last_ask", "gap", "seller_turns")
 
 
+def highest_price(messages: list[dict], reply: str) -> float:
+    """The task's rank rule: a reply's price feature alone (the price it asks, the buyer's offer if it
+    accepts, the last ask if it names none), so that ranking keeps the proposal asking the most."""
+    return negotiation_features(messages, reply)[0]
+
+
 def negotiation_features(messages: list[dict], reply: str) -> list[float]:
     """Features of `reply` in the conversation `messages` (system listing first), prices divided by
     the list price (clipped to [0, 3]): the price the reply asks (the buyer's offer if it accepts), whether it accepts,
