@@ -20,7 +20,7 @@ def test_sampled_evaluation_is_seeded_and_differs_from_greedy(tmp_path):
                "--tiny_model", "{architecture: gpt2, hidden_size: 32, num_layers: 1, vocab_size: 1000, "
                "merge_across_spaces: true}"])
     common = ["--dataset", str(data), "--output_dir", str(model)]
-    greedy = evaluate(BC, episodes=8, overrides=common, out_dir=str(tmp_path / "greedy"))
+    greedy = evaluate(BC, episodes=8, overrides=[*common, "--do_sample", "false"], out_dir=str(tmp_path / "greedy"))
     sampled = [evaluate(BC, episodes=8, overrides=[*common, "--do_sample", "true"], out_dir=str(tmp_path / name))
                for name in ("a", "b")]
     assert sampled[0]["examples"] == sampled[1]["examples"] and sampled[0]["returns"] == sampled[1]["returns"]
