@@ -12,6 +12,7 @@ from test_chai import ROWS
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import lmrl.trainers.chai as chai_module
+import lmrl.trainers.chai_contexts as contexts_module
 import lmrl.trainers.feature_cache as feature_cache
 from lmrl import CHAIConfig, CHAICritic, CHAITrainer, ILQLConfig, ILQLTrainer, ProposeAndRank
 from lmrl.generation import CriticScorer
@@ -70,8 +71,8 @@ def _context_passes(monkeypatch) -> list[list[list[int]]]:
     """Record the token lists CHAI embeds itself when the contexts come from a feature cache; fail on
     a whole context-embedding pass."""
     passes = []
-    real = chai_module.embed_token_lists
-    monkeypatch.setattr(chai_module, "embed_token_lists", lambda model, lists, *a: passes.append(lists) or
+    real = contexts_module.embed_token_lists
+    monkeypatch.setattr(contexts_module, "embed_token_lists", lambda model, lists, *a: passes.append(lists) or
                         real(model, lists, *a))
     monkeypatch.setattr(chai_module, "embed_contexts", lambda *a, **k: pytest.fail("contexts embedded in one pass"))
     return passes
