@@ -116,6 +116,9 @@ def train(recipe_path: str | Path, overrides: Overrides = None) -> dict:
     """Train the recipe, save the model, its `train_summary.json` and the recipe to `output_dir`."""
     recipe = read_recipe(recipe_path, overrides)
     script, config = parse_recipe(recipe, str(recipe_path))
+    if script.rank_rule:
+        raise ValueError(f"{recipe_path}: 'rank_rule' ranks proposals by the task's hand-written rule, so there is "
+                         "nothing to train: evaluate it (lmrl eval) once its proposal_model is trained.")
     _check_run_folder(recipe_path, script, config)
     trainer = build_trainer(script, config)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)

@@ -321,7 +321,8 @@ def test_a_critic_of_the_features_alone_runs_no_embedding_pass_and_ranks_by_them
 
     model, tokenizer = proposal_lm
     with pytest.raises(ValueError, match="critic_embeddings=False leaves the critic only the reply features"):
-        CHAIConfig(output_dir=str(tmp_path / "x"), critic_embeddings=False)
+        CHAITrainer(proposal_model=model, args=CHAIConfig(output_dir=str(tmp_path / "x"), critic_embeddings=False),
+                    train_dataset=ROWS, processing_class=tokenizer)
     with pytest.raises(ValueError, match="feature_cache holds context embeddings"):
         CHAIConfig(output_dir=str(tmp_path / "x"), critic_embeddings=False, critic_features="negotiation",
                    feature_cache=str(tmp_path / "cache"))

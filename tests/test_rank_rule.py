@@ -41,6 +41,8 @@ def test_rank_rule_needs_a_task_and_a_proposal_model_and_is_not_chai():
         parse_recipe(read_recipe(chai, {"rank_rule": True, "proposal_model": "runs/negotiation/bc"}), "chai.yaml")
     with pytest.raises(ValueError, match="do_sample"):
         parse_recipe(read_recipe(RULE, {"do_sample": True}), "price_rule.yaml")
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(RULE)
 
 
 def test_lmrl_eval_ranks_a_trained_bc_models_proposals_by_the_rule(tmp_path):

@@ -113,10 +113,6 @@ class CHAIConfig(LMRLConfig, FeatureCacheArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_feature_cache_arguments()
-        if not self.critic_embeddings and not self.critic_features:
-            raise ValueError("CHAIConfig.critic_embeddings=False leaves the critic only the reply features, and "
-                             "critic_features is not set: name the task whose features it reads (e.g. "
-                             "critic_features: negotiation), or keep the embeddings.")
         if not self.critic_embeddings and self.feature_cache:
             raise ValueError("CHAIConfig.feature_cache holds context embeddings, and critic_embeddings=False uses "
                              "none: drop feature_cache, or keep the embeddings.")
@@ -371,6 +367,10 @@ class CHAITrainer(LMRLTrainer):
                 f"CHAIConfig.critic_features={args.critic_features!r} names a task, and the trainer does not look "
                 f"tasks up by name: pass its function, e.g. CHAITrainer(..., features=lmrl.tasks.get_task("
                 f"{args.critic_features!r}).critic_features), or train from a recipe (lmrl.api.train).")
+        if not args.critic_embeddings and features is None:
+            raise ValueError("CHAIConfig.critic_embeddings=False leaves the critic only the reply features, and none "
+                             "are given: pass features= (e.g. a task's critic_features; in a recipe, set "
+                             "critic_features), or keep the embeddings.")
         if peft_config is not None:
             raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
                              "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
