@@ -486,3 +486,23 @@ def test_cache_features_command_builds_the_recipes_cache_and_reuses_it(base, tmp
     plain.write_text("\n".join(line for line in recipe.read_text().splitlines() if not line.startswith("feature_cache")))
     assert main(["cache-features", str(plain)]) == 2
     assert f"{plain}: no feature_cache folder is set" in capsys.readouterr().err
+
+
+def test_load_best_model_at_end_loads_the_best_heads_only_checkpoint(tokenizer, base, tmp_path):
+    """transformers finds no full weights in a heads-only checkpoint (it would warn and keep the last
+    model); the trainer loads the best checkpoint's heads as a resume does."""
+    args = _args(MCConfig, tmp_path, "mc", feature_cache=str(tmp_path / "cache"), bc_weight=0.0, max_steps=6,
+                 eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                 load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                 greater_is_better=True)  # the worst loss: an early checkpoint, not the last
+    set_seed(0)
+    trainer = MCTrainer(model=str(base), args=args, train_dataset=bandit_rows(64), eval_dataset=bandit_rows(8),
+                        processing_class=tokenizer)
+    trainer.train()
+    best = Path(trainer.state.best_model_checkpoint)
+    assert best.name != "checkpoint-6" and (best / HEADS_WEIGHTS).is_file()
+    saved, last = load_file(best / HEADS_WEIGHTS), load_file(tmp_path / "mc" / "checkpoint-6" / HEADS_WEIGHTS)
+    heads = _heads(trainer.model)
+    for key, value in saved.items():
+        torch.testing.assert_close(heads[key], value, msg=key)
+    assert any(not torch.equal(saved[k], last[k]) for k in saved)

@@ -321,3 +321,27 @@ def test_calm_with_lora_on_a_tied_embedding_model_reloads_and_resumes(tmp_path, 
         merged = lm.merge_and_unload()
         assert _is_tied(merged)
         torch.testing.assert_close(merged(ids).logits, expected)
+
+
+def test_load_best_model_at_end_loads_the_best_lora_checkpoint(tokenizer, tmp_path):
+    """A LoRA checkpoint holds the adapter and the heads, no full weights: the trainer loads the best one
+    as a resume does (transformers would warn and keep the last model)."""
+    base = _base_on_disk(tokenizer, tmp_path / "base")
+
+    def trainer(name, **fields):
+        args = _args(ILQLConfig, tmp_path, name, max_steps=6, per_device_train_batch_size=8, **fields)
+        set_seed(0)
+        return ILQLTrainer(model=base, args=args, train_dataset=bandit_rows(32), eval_dataset=bandit_rows(8),
+                           processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8))
+
+    best_run = trainer("best", eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                       load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                       greater_is_better=True)  # the worst loss: an early checkpoint, not the last
+    best_run.train()
+    best = best_run.state.best_model_checkpoint
+    assert not best.endswith("checkpoint-6")
+    reference = trainer("reference")
+    reference._load_from_checkpoint(best)
+    expected, last = reference.model.state_dict(), best_run.model.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(last[key], value, msg=key)

@@ -203,6 +203,16 @@ class ValueHeadsTrainer(FrozenTrunkTrainerMixin, LMRLTrainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         model.load_adapter_checkpoint(resume_from_checkpoint)
 
+    def _load_best_model(self):
+        """`load_best_model_at_end` for the checkpoints transformers does not read: heads-only (a frozen
+        trunk) and LoRA adapter plus heads, loaded as a resume loads them."""
+        model = self.model
+        if not (model.config.base_model or model.has_peft_adapter):
+            return super()._load_best_model()
+        logger.info("Loading the best model from %s (score: %s).", self.state.best_model_checkpoint,
+                    self.state.best_metric)
+        self._load_from_checkpoint(self.state.best_model_checkpoint, model)
+
     def _prepare_episodes(self, dataset, tokenizer, args, train: bool):
         dataset = super()._prepare_episodes(dataset, tokenizer, args, train)
         if dataset is None or not args.feature_cache:
