@@ -102,9 +102,8 @@ class CHAIConfig(LMRLConfig, FeatureCacheArguments):
     )
     critic_embeddings: bool = field(
         default=True,
-        metadata={"help": "Give the critic the proposal LM's embeddings of the context and each reply. False: the "
-                  "critic reads critic_features alone (no embedding pass), the baseline that shows what the "
-                  "embeddings add."},
+        metadata={"help": "Give the critic the proposal LM's embeddings of the context and each reply. False: "
+                  "critic_features alone (no embedding pass), the baseline that shows what embeddings add."},
     )
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the critic."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Transitions per device and step."})
@@ -235,7 +234,7 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
         _save_proposals(tensors, proposals, tensor_path, text_path)
     if contexts is not None:
         tensors["state_embedding"] = contexts
-    elif "state_embedding" not in tensors and args.critic_embeddings:  # the proposals were cached by a run that read its contexts from a feature cache
+    elif "state_embedding" not in tensors:  # cached by a run that read its contexts from a feature cache
         tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
         _save_proposals(tensors, proposals, tensor_path, text_path)
     return CHAITransitions(tensors, proposals, transitions, args.target_includes_data)
@@ -243,9 +242,8 @@ def build_chai_dataset(rows, proposal_model, tokenizer, args: CHAIConfig, featur
 
 def _propose_and_embed(states, transitions, proposal_model, tokenizer, args: CHAIConfig, features,
                        progress: bool) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
-    """K proposals per state, their log-probabilities, the embeddings of proposals, replies and (without
-    a feature cache) contexts, and the reply features. Without `critic_embeddings` the embeddings are
-    empty (width 0) and no embedding pass runs."""
+    """K proposals per state, their log-probabilities, the reply features and the embeddings of proposals,
+    replies and (without a feature cache) contexts; without `critic_embeddings`, empty ones (width 0)."""
     torch.manual_seed(args.proposal_seed)
     proposals, logp = sample_replies(proposal_model, tokenizer, states, args.num_proposals,
                                      args.proposal_temperature, args.proposal_max_new_tokens,
@@ -256,6 +254,8 @@ def _propose_and_embed(states, transitions, proposal_model, tokenizer, args: CHA
     if args.critic_embeddings:  # the same embedding functions as CriticScorer uses at decoding
         embedded = {"proposal_embedding": embed_replies(proposal_model, tokenizer, flat).view(len(states), k, -1),
                     "reply_embedding": embed_replies(proposal_model, tokenizer, replies)}
+        if not args.feature_cache:
+            embedded["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
     else:
         embedded = {"proposal_embedding": torch.zeros(len(states), k, 0), "reply_embedding": torch.zeros(len(replies), 0),
                     "state_embedding": torch.zeros(len(states), 0)}
@@ -267,8 +267,6 @@ def _propose_and_embed(states, transitions, proposal_model, tokenizer, args: CHA
         "transition_reward": torch.tensor([float(t["reward"]) for t in transitions]),
         "transition_done": torch.tensor([float(t["done"]) for t in transitions]),
     }
-    if not args.feature_cache and args.critic_embeddings:
-        tensors["state_embedding"] = embed_contexts(proposal_model, tokenizer, states, args.max_length)
     if features is not None:
         tensors["proposal_features"] = torch.tensor(
             [[features(s, p) for p in ps] for s, ps in zip(states, proposals)], dtype=torch.float32)
@@ -369,8 +367,7 @@ class CHAITrainer(LMRLTrainer):
                 f"{args.critic_features!r}).critic_features), or train from a recipe (lmrl.api.train).")
         if not args.critic_embeddings and features is None:
             raise ValueError("CHAIConfig.critic_embeddings=False leaves the critic only the reply features, and none "
-                             "are given: pass features= (e.g. a task's critic_features; in a recipe, set "
-                             "critic_features), or keep the embeddings.")
+                             "are given: pass features= (in a recipe, critic_features), or keep the embeddings.")
         if peft_config is not None:
             raise ValueError("CHAI trains a small critic over the frozen proposal LM's embeddings; the LM is not "
                              "trained, so there is nothing for peft_config to adapt. Drop peft_config (or use_peft).")
