@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost_parser.add_argument("--quick", action="store_true", help="Tiny shapes, seconds (a smoke test).")
     cost_parser.add_argument("--shape", action="append", default=None, metavar="NAME",
                              help="Only this shape (repeatable), e.g. --shape smollm2-135m; --shape feature-cache: "
-                             "the feature cache's rows (build, head epoch vs LoRA, size, decoding).")
+                             "the feature cache's rows (build, head epoch vs LoRA, size, decoding); --shape rollout: a "
+                             "multi-turn rollout with and without reuse_cache.")
     cost_parser.add_argument("--threads", type=int, default=None,
                              help="torch threads (default: torch's; 1 with --quick). 1 is steadier on a shared machine.")
     cost_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")

@@ -138,7 +138,8 @@ def steer_policy(script, config, checkpoint: str | Path, max_new_tokens: int, de
             f"({len(tokenizer)} vs {len(value_tokenizer)} tokens): a value model steers only an LM whose token ids "
             "it shares. Train it with tokenizer_name_or_path set to the frozen LM.")
     return GeneratePolicy(frozen, tokenizer, max_new_tokens=max_new_tokens, steer=value_model,
-                          do_sample=script.do_sample, max_length=getattr(config, "max_length", None))
+                          do_sample=script.do_sample, reuse_cache=script.reuse_cache,
+                          max_length=getattr(config, "max_length", None))
 
 
 def learned_user(script, config, task, device: str | torch.device = "cpu"):
@@ -188,7 +189,8 @@ def build_policy(script, config, checkpoint: str | Path, task=None, device: str 
         target = max(returns if returns is not None else dataset_returns(script.dataset))
         conditioning = lambda conversation: conditioned_messages(conversation, target, config.return_template)  # noqa: E731
     return GeneratePolicy(model, tokenizer, max_new_tokens=max_new_tokens, conditioning=conditioning,
-                          do_sample=script.do_sample, max_length=getattr(config, "max_length", None))
+                          do_sample=script.do_sample, reuse_cache=script.reuse_cache,
+                          max_length=getattr(config, "max_length", None))
 
 
 def evaluate_policy(task, task_kwargs: dict | None, policy, seeds: list[int], dataset_returns: list[float],

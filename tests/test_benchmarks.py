@@ -29,7 +29,7 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
     assert report["machine"]["torch_threads"] == 1 and "TorchDispatchMode" in report["memory_method"]
     rows = report["rows"]
     sections = {row["section"].split(" ")[0] for row in rows}
-    assert sections == {"params", "decode", "train", "scaling", "feature-cache"}
+    assert sections == {"params", "decode", "train", "scaling", "feature-cache", "rollout,"}
     variants = " ".join(row["variant"] for row in rows)
     for expected in ("tied", "untied", "paper layout", "fast path", "full vocabulary", "ValueGuidedLogitsProcessor",
                      "chunked", "materialized", "floor of the rule", "narrow heads"):
@@ -43,6 +43,8 @@ def test_bench_quick_mode_prints_one_table_and_writes_every_measure_as_json(tmp_
                                                                         1.1, 50, 64 * 4 + 8}  # + the feature cache's
     cached = [row for row in rows if row["section"].startswith("feature-cache")]  # on a tiny GPT-2 (see its own tests)
     assert {row["shape"] for row in cached} == {"gpt2-tiny-cached"} and report["notes"] == []
+    played = [row for row in rows if row["section"].startswith("rollout")]  # see tests/test_turn_cache.py
+    assert len(played) == 4 and "same replies: True" in played[0]["section"]
     unchunked = {row["section"] for row in rows if row["variant"] == UNCHUNKED}  # beside every unchunked ILQL row
     assert {row["section"] for row in compared} == unchunked and "train 2x16" in unchunked
     assert all(row["ratio"] > 0 for row in compared)

@@ -42,7 +42,7 @@ class Row:
     section: str
     variant: str
     value: float
-    unit: str  # "tok/s", "params" or "bytes/token"
+    unit: str  # "tok/s", "params", "bytes/token", "turns/s" or "tokens"
     ratio: float | None = None
     seconds: float | None = None  # median time per call
     memory: int | None = None  # peak of one training step
@@ -57,8 +57,10 @@ class Row:
             value = f"{int(self.value):,}"
         elif self.unit == "bytes/token":
             value = f"{self.value:,.1f} bytes/token"
+        elif self.seconds is None:  # a count, e.g. tokens
+            value = f"{self.value:,.0f} {self.unit}"
         else:
-            value = f"{self.value:,.1f} tok/s ({self.seconds * 1e3:,.0f} ms)"
+            value = f"{self.value:,.1f} {self.unit} ({self.seconds * 1e3:,.0f} ms)"
         cells = [
             self.shape, self.section, self.variant, value, _ratio(self.ratio, self.ratio_interval),
             _mib(self.memory), _number(self.memory_ratio), _mib(self.backward_memory),

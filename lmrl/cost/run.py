@@ -27,6 +27,7 @@ from .measure import (
 )
 from .paper_layout import SeparateTrunksILQL
 from .report import Row, Target, load_average, machine, table, write_json
+from .rollout import run_rollout
 from .shapes import FULL, QUICK, ModelShape, Plan, Workload
 
 UNCHUNKED = "ILQL, tied heads, losses unchunked (loss_chunk_size=0)"
@@ -41,7 +42,8 @@ NOTE = ("ratio: time / the baseline's time (decode: plain generate(); train: lmr
         "and optimizer state (activations, logits, gradients), where the loss implementation shows. "
         "feature-cache rows: build / plain inference time; epoch: / the LoRA epoch's time (and LoRA / cached, "
         "target >= 50); size: bytes per token / the hidden states' own (hidden size x dtype bytes); decode: / plain "
-        "generate() of the same base.")
+        "generate() of the same base. rollout rows: time per rollout / the plain policy's; tokens: prompt tokens "
+        "fed / the plain policy's.")
 
 
 def progress(message: str) -> None:
@@ -256,10 +258,15 @@ def run(plan: Plan, device: torch.device, notes: list[str] | None = None) -> lis
     for shape in plan.lora_shapes:
         gc.collect()
         rows += lora_shape_rows(shape, plan.workload, device)
+    extras = []
     if plan.feature_cache is not None:
+        extras.append(lambda: run_feature_cache(plan.feature_cache, plan.workload, device, progress))
+    if plan.rollout is not None:
+        extras.append(lambda: run_rollout(plan.rollout, device, progress))
+    for measure in extras:
         gc.collect()
-        cached, note = run_feature_cache(plan.feature_cache, plan.workload, device, progress)
-        rows += cached
+        more, note = measure()
+        rows += more
         if note is not None:
             progress(note)
             if notes is not None:
@@ -269,10 +276,9 @@ def run(plan: Plan, device: torch.device, notes: list[str] | None = None) -> lis
 
 def only(plan: Plan, names: list[str]) -> Plan:
     """The plan restricted to the shapes named (the scaling rows go with the plan's scaling shape;
-    "feature-cache": the feature cache's rows)."""
+    "feature-cache": the feature cache's rows; "rollout": a rollout with and without the kept KV cache)."""
     known = [s.name for s in (*plan.shapes, *plan.lora_shapes)]
-    if plan.feature_cache is not None:
-        known.append(plan.feature_cache.name)
+    known += [extra.name for extra in (plan.feature_cache, plan.rollout) if extra is not None]
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ValueError(f"--shape {', '.join(unknown)}: no such shape in the {plan.mode} plan; choose from "
@@ -280,7 +286,8 @@ def only(plan: Plan, names: list[str]) -> Plan:
     shapes = tuple(s for s in plan.shapes if s.name in names)
     return replace(plan, shapes=shapes, lora_shapes=tuple(s for s in plan.lora_shapes if s.name in names),
                    scaling=plan.scaling and bool(plan.shapes) and plan.scaling_shape in shapes,
-                   feature_cache=plan.feature_cache if plan.feature_cache and plan.feature_cache.name in names else None)
+                   feature_cache=plan.feature_cache if plan.feature_cache and plan.feature_cache.name in names else None,
+                   rollout=plan.rollout if plan.rollout and plan.rollout.name in names else None)
 
 
 def main(quick: bool = False, threads: int | None = None, device: str | None = None,
@@ -301,8 +308,7 @@ def main(quick: bool = False, threads: int | None = None, device: str | None = N
               f"{info['torch_threads']}, load avg {load_start:.1f} at start. Command: {command}")
     print(header, flush=True)
     described = [s.describe() for s in (*plan.shapes, *plan.lora_shapes)]
-    if plan.feature_cache is not None:
-        described.append(plan.feature_cache.describe())
+    described += [extra.describe() for extra in (plan.feature_cache, plan.rollout) if extra is not None]
     for line in described:
         print(f"- {line}")
     notes: list[str] = []

@@ -88,6 +88,24 @@ class FeatureCacheBench:
 
 
 @dataclass(frozen=True)
+class RolloutBench:
+    """The rollout rows (lmrl/cost/rollout.py), selected with `--shape rollout`: `model` is an `lmrl
+    fetch-model` name or "tiny" (a tiny GPT-2 built on maze episodes); `shape` names it in the table."""
+
+    model: str
+    shape: str
+    episodes: int  # maze episodes played at once (one per start)
+    turns: int  # agent turns each plays, at most
+    repeats: int  # rounds of plain vs reused
+    name: str = "rollout"
+
+    def describe(self) -> str:
+        model = "a tiny GPT-2 built on maze episodes" if self.model == "tiny" else f"`lmrl fetch-model {self.model}`"
+        return (f"{self.name}: {self.shape} ({model}), {self.episodes} FO maze episodes x {self.turns} turns, "
+                f"greedy, {self.repeats} rounds")
+
+
+@dataclass(frozen=True)
 class Plan:
     mode: str
     shapes: tuple[ModelShape, ...]
@@ -98,6 +116,7 @@ class Plan:
     lora_shapes: tuple[ModelShape, ...] = ()
     scaling: bool = True  # the vocabulary / length scaling rows, on the last of `shapes`
     feature_cache: FeatureCacheBench | None = None  # the feature cache's rows
+    rollout: RolloutBench | None = None  # a rollout with and without the KV cache kept across turns
 
     @property
     def scaling_shape(self) -> ModelShape:
@@ -123,6 +142,7 @@ FULL = Plan(
     # SmolLM2 on a 2-core CPU: about 100 tokens a chat; a pass over the 16 chats takes 10-20 s
     feature_cache=FeatureCacheBench("smollm2", SMOLLM2.name, rows=16, batch_size=4, build_repeats=3, train_repeats=3,
                                     decode_runs=((1, 9), (32, 5))),
+    rollout=RolloutBench("smollm2", SMOLLM2.name, episodes=8, turns=20, repeats=3),
 )
 QUICK = Plan(
     "quick",
@@ -136,4 +156,5 @@ QUICK = Plan(
                             num_kv_heads=1, intermediate_size=128),),
     feature_cache=FeatureCacheBench("tiny", "gpt2-tiny-cached", rows=24, batch_size=4, build_repeats=2,
                                     train_repeats=2, decode_runs=((1, 2), (4, 2))),
+    rollout=RolloutBench("tiny", "gpt2-tiny", episodes=4, turns=6, repeats=2),
 )

@@ -54,9 +54,10 @@ def rollout(
                 episode.messages.append({"role": "system", "content": system})
             episode.messages.append({"role": "user", "content": observation})
         active = list(range(len(chunk)))
-        for _ in range(max_turns):
+        for turn in range(max_turns):
             if not active:
                 break
+            bar.set_postfix(turn=turn + 1, playing=len(active))
             conversations = [Episode.from_messages(episodes[i].messages).messages() for i in active]
             if getattr(policy, "needs_envs", False):  # planners simulate the user on copies of the envs
                 replies = policy(conversations, envs=[envs[i] for i in active])
@@ -72,6 +73,7 @@ def rollout(
                 if done:
                     episode.done = True
                     episode.success = bool(info.get("success", False))
+                    bar.update(1)
                 else:
                     episode.messages.append({"role": "user", "content": observation})
                     still_active.append(i)
@@ -80,6 +82,6 @@ def rollout(
             if episode.messages[-1]["role"] == "user" and len(episode.messages) > 1:
                 episode.messages.pop()
         results += episodes
-        bar.update(len(chunk))
+        bar.update(len(active))  # the episodes cut at max_turns
     bar.close()
     return results

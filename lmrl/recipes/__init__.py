@@ -183,6 +183,10 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
         raise ValueError(f"{source}: 'do_sample' samples generate()'s replies, but this recipe decodes by "
                          "propose-and-rank or planning, which sample their candidates already: drop do_sample "
                          "(rank_temperature > 0 samples the ranked choice).")
+    if script.reuse_cache and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates
+                               or script.rank_rule):
+        raise ValueError(f"{source}: 'reuse_cache' keeps generate()'s KV cache across the turns of a rollout, but "
+                         "this recipe decodes by propose-and-rank or planning: drop reuse_cache.")
     if script.gguf_file and script.model_name_or_path is None:
         raise ValueError(f"{source}: 'gguf_file' names a file inside 'model_name_or_path'; give that folder too.")
     if script.gguf_file and script.use_peft:

@@ -109,6 +109,13 @@ class ScriptArguments:
                   "top-p) instead of greedy decoding. LMRL-Gym's evaluations sample. lmrl benchmark seeds the "
                   "sampling per suite seed."},
     )
+    reuse_cache: bool = field(
+        default=False,
+        metadata={"help": "Keep the model's KV cache from one turn of an episode to the next, so each turn reads "
+                  "only what the conversation added (ConversationCache). With max_length, each prompt is then a "
+                  "window of max_length/2 to max_length tokens over the conversation instead of its last "
+                  "max_length. For generate() policies (not propose-and-rank or planning)."},
+    )
     plan_candidates: int = field(
         default=0, metadata={"help": "Evaluate by CALM planning: candidates per turn, each simulated with the "
                              "task's user simulator (0 = no planning)."}
