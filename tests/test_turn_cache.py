@@ -130,6 +130,22 @@ def test_a_policy_with_a_reused_cache_plays_the_same_episodes(maze_tokenizer):
     assert policy.cache.reused_tokens > policy.cache.fed_tokens  # six turns: most of each prompt is reused
 
 
+def test_lmrl_eval_with_reuse_cache_plays_the_same_episodes(tmp_path):
+    from pathlib import Path
+
+    from lmrl.api import evaluate, make_data, train
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "lmrl_gym" / "wordle" / "bc.yaml"
+    data = tmp_path / "wordle.jsonl"
+    make_data("lmrl_gym_wordle", episodes=100, out=str(data), seed=0)
+    common = ["--dataset", str(data), "--output_dir", str(tmp_path / "bc"), "--do_sample", "false"]
+    train(recipe, [*common, "--max_steps", "3", "--disable_tqdm", "true",
+                   "--tiny_model", "{architecture: llama, hidden_size: 32, num_layers: 1, vocab_size: 600}"])
+    plain, reused = (evaluate(recipe, episodes=4, overrides=[*common, "--reuse_cache", flag], out_dir=str(tmp_path / flag))
+                     for flag in ("false", "true"))
+    assert reused["examples"] == plain["examples"] and reused["returns"] == plain["returns"]
+
+
 def test_the_bench_rollout_rows_time_both_policies_on_the_same_replies(maze_tokenizer):
     from lmrl.cost.rollout import rollout_rows
     from lmrl.cost.shapes import RolloutBench

@@ -142,7 +142,7 @@ FULL = Plan(
     # SmolLM2 on a 2-core CPU: about 100 tokens a chat; a pass over the 16 chats takes 10-20 s
     feature_cache=FeatureCacheBench("smollm2", SMOLLM2.name, rows=16, batch_size=4, build_repeats=3, train_repeats=3,
                                     decode_runs=((1, 9), (32, 5))),
-    rollout=RolloutBench("smollm2", SMOLLM2.name, episodes=8, turns=20, repeats=3),
+    rollout=RolloutBench("smollm2", SMOLLM2.name, episodes=8, turns=12, repeats=3),
 )
 QUICK = Plan(
     "quick",
