@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compat import CACHE_KEY, output_cache
+from ..data.collator import left_pad
 
 
 @dataclass
@@ -46,13 +47,6 @@ def _shared_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids, mask
 
 
 class ConversationCache:
@@ -71,7 +65,7 @@ class ConversationCache:
     """
 
     def __init__(self):
-        self.max_length: int | None = None  # the windows' bound, set by the first generate()
+        self.max_length: int | None = None  # the windows' bound, set by the first prepare()
         self._rows: list[_Row] = []
         self._pending = None  # (rows, cache, mask) between prepare() and update()
         self.fed_tokens = 0  # prompt tokens fed to the model (not reused), over all calls
@@ -112,9 +106,9 @@ class ConversationCache:
         """The rows' kept states left-padded into one DynamicCache, and the ids and mask of kept + new tokens."""
         from transformers import DynamicCache
 
-        kept_ids, kept_mask = _left_pad([row.tokens for row in rows], pad) if any(r.tokens for r in rows) else (
+        kept_ids, kept_mask = left_pad([row.tokens for row in rows], pad) if any(r.tokens for r in rows) else (
             torch.zeros((len(rows), 0), dtype=torch.long), torch.zeros((len(rows), 0), dtype=torch.long))
-        new_ids, new_mask = _left_pad(new, pad)
+        new_ids, new_mask = left_pad(new, pad)
         kv = DynamicCache()
         width = kept_ids.shape[1]
         if width:
