@@ -94,6 +94,21 @@ def test_guided_heads_decode_the_same_with_a_reused_cache(maze_tokenizer):
     torch.testing.assert_close(logits, fresh_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_a_steered_policy_with_a_reused_cache_plays_the_same_episodes(maze_tokenizer):
+    frozen = tiny_for_tokenizer(maze_tokenizer, "llama", hidden_size=32, num_layers=2, seed=8).eval()
+    value = AutoModelForCausalLMWithILQLHeads.from_causal_lm(
+        tiny_for_tokenizer(maze_tokenizer, "gpt2", hidden_size=32, num_layers=1, seed=9), beta=4.0).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in value.named_parameters():
+            if "pretrained_model" not in name:
+                p.normal_(0, 0.3)
+    make_env = lambda: TASK.make_env("eval", observation="full")  # noqa: E731
+    played = [rollout(make_env, GeneratePolicy(frozen, maze_tokenizer, max_new_tokens=4, steer=value, reuse_cache=reuse),
+                      range(3), max_turns=4, progress=False) for reuse in (False, True)]
+    assert [e.messages for e in played[1]] == [e.messages for e in played[0]]
+
+
 def test_with_max_length_each_prompt_is_a_window_of_half_to_all_of_it(maze_tokenizer):
     model = tiny_for_tokenizer(maze_tokenizer, "llama", hidden_size=32, num_layers=2, seed=3).eval()
     cache = ConversationCache()
