@@ -416,6 +416,7 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         compute_q_logits: bool = True,
         full_logits: bool = False,
         trunk_hidden_states: torch.Tensor | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast | ILQLOutput:
         """`cache` is the KV cache (`past_key_values` before transformers 5.24; either name works).
@@ -432,6 +433,8 @@ class AutoModelForCausalLMWithILQLHeads(PreTrainedModel, GenerationMixin):
         """
         kwargs.pop("return_dict", None)
         kwargs.pop("output_hidden_states", None)
+        if past_key_values is not None:  # named, so that generate() before 5.24 accepts a cache passed to it
+            kwargs["past_key_values"] = past_key_values
         cache = pop_cache(kwargs, cache)
         if position_ids is not None:  # generate() derives them from the left padding; pass them on
             kwargs["position_ids"] = position_ids
