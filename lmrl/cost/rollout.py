@@ -23,27 +23,22 @@ from .report import Row
 from .shapes import RolloutBench
 
 
-def _counting(policy: GeneratePolicy, counts: dict) -> Callable:
-    """`policy`, counting the prompt tokens its conversations hold (what the plain path feeds)."""
+def _prompt_tokens(tokenizer, episodes) -> int:
+    """The prompt tokens a plain policy read to play `episodes`: each reply's whole conversation before it."""
     from ..data.tokenization import encode_prompt
 
-    def play(conversations):
-        counts["prompt"] += sum(len(encode_prompt(policy.tokenizer, c)) for c in conversations)
-        return policy(conversations)
-
-    return play
+    return sum(len(encode_prompt(tokenizer, episode.messages[:k])) for episode in episodes
+               for k, message in enumerate(episode.messages) if message["role"] == "assistant")
 
 
 def rollout_rows(model, tokenizer, bench: RolloutBench, device: torch.device) -> list[Row]:
     make_env = lambda: TASK.make_env("eval", observation="full")  # noqa: E731
     seeds = list(range(bench.episodes))
     played = {}
-    counts = {"prompt": 0}
 
     def plain():
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=TASK.max_new_tokens)
-        counts["prompt"] = 0
-        played["plain"] = rollout(make_env, _counting(policy, counts), seeds, bench.turns, progress=False)
+        played["plain"] = rollout(make_env, policy, seeds, bench.turns, progress=False)
 
     def reused():
         policy = GeneratePolicy(model, tokenizer, max_new_tokens=TASK.max_new_tokens, reuse_cache=True)
@@ -54,7 +49,7 @@ def rollout_rows(model, tokenizer, bench: RolloutBench, device: torch.device) ->
     same = [e.messages for e in played["plain"]] == [e.messages for e in played["reused"]]
     turns = sum(sum(m["role"] == "assistant" for m in e.messages) for e in played["plain"])
     section = f"rollout, {bench.episodes} maze episodes x {bench.turns} turns (greedy; same replies: {same})"
-    fed = played["cache"].fed_tokens
+    fed, read = played["cache"].fed_tokens, _prompt_tokens(tokenizer, played["plain"])
     seconds = {name: statistics.median(samples) for name, samples in times.items()}
     return [
         Row(bench.shape, section, "plain: each turn reads its whole prompt", turns / seconds["plain"], "turns/s",
@@ -62,8 +57,8 @@ def rollout_rows(model, tokenizer, bench: RolloutBench, device: torch.device) ->
         Row(bench.shape, section, "reuse_cache: each turn feeds what its prompt added", turns / seconds["reused"],
             "turns/s", median_ratio(times["reused"], times["plain"]), seconds=seconds["reused"],
             samples=times["reused"], ratio_interval=ratio_interval(times["reused"], times["plain"])),
-        Row(bench.shape, section, "prompt tokens fed, plain", counts["prompt"], "tokens", 1.0),
-        Row(bench.shape, section, "prompt tokens fed, reuse_cache", fed, "tokens", fed / counts["prompt"]),
+        Row(bench.shape, section, "prompt tokens fed, plain", read, "tokens", 1.0),
+        Row(bench.shape, section, "prompt tokens fed, reuse_cache", fed, "tokens", fed / read),
     ]
 
 

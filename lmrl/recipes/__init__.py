@@ -178,13 +178,12 @@ def parse_recipe(recipe: dict, source: str = "recipe"):
     if script.rank_rule and (not script.task or not script.proposal_model or script.algorithm == "chai"):
         raise ValueError(f"{source}: 'rank_rule' ranks proposal_model's replies by the task's rule: set 'task' and "
                          "'proposal_model', and an algorithm other than chai (its critic is the ranker).")
-    if script.do_sample and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates
-                             or script.rank_rule):
+    by_candidates = script.algorithm == "chai" or script.proposal_model or script.plan_candidates or script.rank_rule
+    if script.do_sample and by_candidates:
         raise ValueError(f"{source}: 'do_sample' samples generate()'s replies, but this recipe decodes by "
                          "propose-and-rank or planning, which sample their candidates already: drop do_sample "
                          "(rank_temperature > 0 samples the ranked choice).")
-    if script.reuse_cache and (script.algorithm == "chai" or script.proposal_model or script.plan_candidates
-                               or script.rank_rule):
+    if script.reuse_cache and by_candidates:
         raise ValueError(f"{source}: 'reuse_cache' keeps generate()'s KV cache across the turns of a rollout, but "
                          "this recipe decodes by propose-and-rank or planning: drop reuse_cache.")
     if script.gguf_file and script.model_name_or_path is None:
